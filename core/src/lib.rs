@@ -1,0 +1,10 @@
+//! mqseal-core: everything mqseal decides, in safe Rust.
+//!
+//! This crate knows nothing of Mosquitto's C interface. The plugin crate turns
+//! broker events into calls on [`engine::Engine`] and turns the answers back into
+//! return codes; the CLI uses the same envelope, policy, key and audit code.
+
+pub mod config;
+pub mod decision;
+pub mod engine;
+pub mod host;

@@ -1,0 +1,33 @@
+//! Generates Rust bindings from the broker's installed headers.
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let wrapper = manifest.join("../include/mosquitto_plugin_bindings.h");
+    println!("cargo:rerun-if-changed={}", wrapper.display());
+    for header in ["mosquitto.h", "mosquitto_broker.h", "mosquitto_plugin.h"] {
+        println!("cargo:rerun-if-changed=/usr/include/{header}");
+    }
+
+    let bindings = bindgen::Builder::default()
+        .header(wrapper.to_string_lossy())
+        // What the plugin uses: broker functions, event structs, constants.
+        .allowlist_function("mosquitto_(callback_register|callback_unregister|log_printf|client_id|client_username|client_protocol_version|kick_client_by_clientid|kick_client_by_username|malloc|free)")
+        .allowlist_type("mosquitto_(evt_.*|opt|plugin_id_t)")
+        .allowlist_type("mosq_err_t|mosquitto_plugin_event")
+        .allowlist_var("MOSQ_(ACL|LOG)_.*")
+        .rustified_enum("mosquitto_plugin_event")
+        .constified_enum_module("mosq_err_t")
+        .derive_default(false)
+        .layout_tests(true)
+        .generate()
+        .unwrap_or_else(|e| {
+            panic!(
+                "bindgen could not read the Mosquitto headers ({e}). Install them with \
+                 `apt-get install mosquitto-dev libmosquitto-dev libclang-dev` (scripts/setup does)."
+            )
+        });
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("mosquitto_bindings.rs");
+    bindings.write_to_file(out).expect("write bindings");
+}

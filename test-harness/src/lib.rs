@@ -1,0 +1,1 @@
+//! Runs a real Mosquitto with the mqseal plugin on loopback.
