@@ -1,0 +1,52 @@
+//! Locates (and builds once, if needed) the plugin and the CLI under test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Paths of the built artifacts.
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    /// libmqseal.so
+    pub plugin: PathBuf,
+    /// the `mqseal` binary
+    pub cli: PathBuf,
+}
+
+/// The workspace root (where the top-level Cargo.toml and mosquitto.conf live).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// Builds the plugin and the CLI with the same profile as the running test binary
+/// (a no-op when they are up to date) and returns their paths.
+pub fn artifacts() -> &'static Artifacts {
+    static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
+    ARTIFACTS.get_or_init(|| {
+        // Test binaries live in target/<profile>/deps/; the artifacts in target/<profile>/.
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .ancestors()
+            .find(|p| p.file_name().is_some_and(|n| n == "deps"))
+            .and_then(Path::parent)
+            .unwrap_or_else(|| panic!("cannot find target dir from {}", exe.display()))
+            .to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", "mqseal-plugin", "-p", "mqseal-cli"])
+            .env("CARGO_TARGET_DIR", &target_dir);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building the plugin and CLI failed");
+        let found = Artifacts { plugin: profile_dir.join("libmqseal.so"), cli: profile_dir.join("mqseal") };
+        assert!(found.plugin.exists(), "{} missing after build", found.plugin.display());
+        assert!(found.cli.exists(), "{} missing after build", found.cli.display());
+        found
+    })
+}

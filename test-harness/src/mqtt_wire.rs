@@ -1,0 +1,70 @@
+//! Just enough raw MQTT to probe readiness and to send packets no well-behaved
+//! client library would (the attacker's side in security tests).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Encodes MQTT's variable-length "remaining length".
+pub fn remaining_length(mut len: usize, out: &mut Vec<u8>) {
+    loop {
+        let mut byte = (len % 128) as u8;
+        len /= 128;
+        if len > 0 {
+            byte |= 0x80;
+        }
+        out.push(byte);
+        if len == 0 {
+            break;
+        }
+    }
+}
+
+fn utf8_field(s: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+    out.extend_from_slice(s);
+}
+
+/// An MQTT 3.1.1 CONNECT packet (clean session, keepalive 30 s).
+pub fn connect_packet(client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> Vec<u8> {
+    let mut body = Vec::new();
+    utf8_field(b"MQTT", &mut body);
+    body.push(4); // protocol level 3.1.1
+    let mut flags = 0x02; // clean session
+    if username.is_some() {
+        flags |= 0x80;
+    }
+    if password.is_some() {
+        flags |= 0x40;
+    }
+    body.push(flags);
+    body.extend_from_slice(&30u16.to_be_bytes());
+    utf8_field(client_id.as_bytes(), &mut body);
+    if let Some(u) = username {
+        utf8_field(u.as_bytes(), &mut body);
+    }
+    if let Some(p) = password {
+        utf8_field(p, &mut body);
+    }
+    let mut packet = vec![0x10];
+    remaining_length(body.len(), &mut packet);
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// Connects, sends CONNECT, and returns the CONNACK return code, or an error if the
+/// broker does not answer with a CONNACK within `timeout`.
+pub fn connack_code(port: u16, client_id: &str, timeout: Duration) -> std::io::Result<u8> {
+    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(&connect_packet(client_id, None, None))?;
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack)?;
+    if connack[0] != 0x20 || connack[1] != 0x02 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a CONNACK: {connack:02x?}")));
+    }
+    // Polite goodbye: DISCONNECT.
+    let _ = stream.write_all(&[0xe0, 0x00]);
+    Ok(connack[3])
+}
