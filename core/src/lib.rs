@@ -9,3 +9,4 @@ pub mod config;
 pub mod decision;
 pub mod engine;
 pub mod host;
+pub mod topic;
