@@ -9,4 +9,8 @@ pub mod config;
 pub mod decision;
 pub mod engine;
 pub mod host;
+pub mod identity;
+pub mod ids;
+pub mod keys;
+pub mod sequence;
 pub mod topic;

@@ -1,0 +1,726 @@
+//! Device key material: signing keys (Ed25519 or ECDSA P-256), X25519 key
+//! agreement keys, symmetric group keys, and the file handling for secrets.
+//!
+//! Private keys are stored as unencrypted PKCS#8 PEM ("PRIVATE KEY"), which
+//! `openssl pkey -in FILE -noout` reads; the algorithm is detected from the
+//! PKCS#8 AlgorithmIdentifier. Secret files are written atomically with mode
+//! 0600 and a secret file readable by group or others is refused on load.
+//!
+//! Ed25519 verification uses ed25519-dalek's `verify_strict`: it rejects
+//! non-canonical `s` and signatures or public keys with small-order components,
+//! so one signature cannot be valid for several keys or messages (no key
+//! substitution tricks) and every valid envelope has exactly one signature for a
+//! given key. Weak (small-order) Ed25519 public keys are refused when loaded.
+//! ECDSA P-256 signatures are the fixed 64-byte `r || s` form COSE requires;
+//! signers emit low-S and verifiers refuse high-S, for the same non-malleability.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use pkcs8::der::pem::LineEnding;
+use pkcs8::{ObjectIdentifier, PrivateKeyInfo, SecretDocument};
+use rand_core::{OsRng, RngCore};
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+const OID_X25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.110");
+const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+
+/// Signature algorithm of a device signing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SignAlg {
+    /// Ed25519 (RFC 8032); COSE alg -19 (RFC 9864), identity name "Ed25519".
+    Ed25519,
+    /// ECDSA over P-256 with SHA-256; COSE alg -9 (ESP256, RFC 9864), identity name "ESP256".
+    P256,
+}
+
+impl SignAlg {
+    /// The COSE algorithm value written when sealing.
+    pub fn cose_alg(self) -> i64 {
+        match self {
+            SignAlg::Ed25519 => -19,
+            SignAlg::P256 => -9,
+        }
+    }
+
+    /// The name used in `ID.pub` files.
+    pub fn identity_name(self) -> &'static str {
+        match self {
+            SignAlg::Ed25519 => "Ed25519",
+            SignAlg::P256 => "ESP256",
+        }
+    }
+
+    /// Parses the `ID.pub` name.
+    pub fn from_identity_name(name: &str) -> Option<SignAlg> {
+        match name {
+            "Ed25519" => Some(SignAlg::Ed25519),
+            "ESP256" => Some(SignAlg::P256),
+            _ => None,
+        }
+    }
+
+    /// Length of a signature in bytes (both are 64).
+    pub fn signature_len(self) -> usize {
+        64
+    }
+
+    /// Length of the raw public key encoding.
+    pub fn public_key_len(self) -> usize {
+        match self {
+            SignAlg::Ed25519 => 32,
+            SignAlg::P256 => 65,
+        }
+    }
+}
+
+impl std::fmt::Display for SignAlg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.identity_name())
+    }
+}
+
+/// Everything that can go wrong with keys and key files.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("refusing to overwrite existing key file {path}")]
+    Exists { path: PathBuf },
+    #[error("{path} is accessible by group or others (mode {mode:04o}); private keys must be 0600: run `chmod 600 {path}`")]
+    Permissions { path: PathBuf, mode: u32 },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("not a PKCS#8 PEM private key: {0}")]
+    Pem(String),
+    #[error("unsupported private key algorithm {0} (expected Ed25519, EC P-256 or X25519)")]
+    UnsupportedAlgorithm(String),
+    #[error("expected a {expected} key, found a {found} key")]
+    WrongKind { expected: &'static str, found: &'static str },
+    #[error("invalid {alg} public key: {detail}")]
+    BadPublicKey { alg: &'static str, detail: String },
+    #[error("signature verification failed")]
+    BadSignature,
+    #[error("X25519 key agreement produced the all-zero secret (low-order public key)")]
+    NonContributory,
+    #[error("{path}: {source}")]
+    InFile { path: PathBuf, source: Box<KeyError> },
+}
+
+impl KeyError {
+    fn in_file(self, path: &Path) -> KeyError {
+        match self {
+            // Already names its path.
+            e @ (KeyError::Io { .. }
+            | KeyError::Exists { .. }
+            | KeyError::Permissions { .. }
+            | KeyError::NotAFile { .. }
+            | KeyError::InFile { .. }) => e,
+            e => KeyError::InFile { path: path.to_owned(), source: Box::new(e) },
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyError + '_ {
+    move |source| KeyError::Io { path: path.to_owned(), source }
+}
+
+// ---------------------------------------------------------------------------
+// Files
+
+/// Whether a write may replace an existing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Fail with [`KeyError::Exists`] if the target exists (checked atomically).
+    Refuse,
+    /// Atomically replace the target.
+    Allow,
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory
+/// is created with `mode`, written, fsynced, then renamed (or, with
+/// [`Overwrite::Refuse`], hard-linked so an existing file is never clobbered even
+/// by a concurrent writer), and the directory is fsynced. A crash leaves either
+/// the old file or the new one, never a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: Overwrite) -> Result<(), KeyError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| KeyError::NotAFile { path: path.to_owned() })?;
+    if overwrite == Overwrite::Refuse && fs::symlink_metadata(path).is_ok() {
+        return Err(KeyError::Exists { path: path.to_owned() });
+    }
+    let mut suffix = [0u8; 8];
+    OsRng.fill_bytes(&mut suffix);
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), hex(&suffix)));
+    let result = (|| {
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp).map_err(io_err(&tmp))?;
+        // The umask may have narrowed `mode`; make it exact.
+        file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
+        file.write_all(bytes).map_err(io_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        drop(file);
+        match overwrite {
+            Overwrite::Allow => fs::rename(&tmp, path).map_err(io_err(path))?,
+            Overwrite::Refuse => {
+                fs::hard_link(&tmp, path).map_err(|e| {
+                    if e.kind() == io::ErrorKind::AlreadyExists {
+                        KeyError::Exists { path: path.to_owned() }
+                    } else {
+                        KeyError::Io { path: path.to_owned(), source: e }
+                    }
+                })?;
+                fs::remove_file(&tmp).map_err(io_err(&tmp))?;
+            }
+        }
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err(&dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads a private key file, refusing it unless it is a regular file that
+/// neither group nor others can access.
+pub fn read_private_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let mut file = File::open(path).map_err(io_err(path))?;
+    let meta = file.metadata().map_err(io_err(path))?;
+    if !meta.is_file() {
+        return Err(KeyError::NotAFile { path: path.to_owned() });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions { path: path.to_owned(), mode });
+    }
+    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len().min(1 << 16) as usize));
+    io::Read::read_to_end(&mut io::Read::take(&mut file, 1 << 16), &mut bytes).map_err(io_err(path))?;
+    Ok(bytes)
+}
+
+fn read_private_pem(path: &Path) -> Result<Zeroizing<String>, KeyError> {
+    let bytes = read_private_file(path)?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| KeyError::Pem("file is not UTF-8 text".into()).in_file(path))?;
+    Ok(Zeroizing::new(text.to_owned()))
+}
+
+/// Decodes PEM "PRIVATE KEY" into DER and returns it with its algorithm OID.
+fn decode_pkcs8_pem(pem: &str) -> Result<(SecretDocument, ObjectIdentifier), KeyError> {
+    let (label, doc) = SecretDocument::from_pem(pem).map_err(|e| KeyError::Pem(e.to_string()))?;
+    if label != "PRIVATE KEY" {
+        return Err(KeyError::Pem(format!("PEM label is {label:?}, expected \"PRIVATE KEY\" (unencrypted PKCS#8)")));
+    }
+    let info = PrivateKeyInfo::try_from(doc.as_bytes()).map_err(|e| KeyError::Pem(e.to_string()))?;
+    let oid = info.algorithm.oid;
+    Ok((doc, oid))
+}
+
+fn kind_of_oid(oid: ObjectIdentifier) -> Result<&'static str, KeyError> {
+    match oid {
+        OID_ED25519 => Ok("Ed25519"),
+        OID_EC_PUBLIC_KEY => Ok("EC"),
+        OID_X25519 => Ok("X25519"),
+        other => Err(KeyError::UnsupportedAlgorithm(other.to_string())),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Signing keys
+
+/// A device's private signing key. Debug output never shows key bytes.
+pub enum SigningKey {
+    Ed25519(ed25519_dalek::SigningKey),
+    P256(p256::ecdsa::SigningKey),
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({}, public {})", self.alg(), self.verifying_key().fingerprint())
+    }
+}
+
+impl SigningKey {
+    /// A fresh random key from the OS RNG.
+    pub fn generate(alg: SignAlg) -> SigningKey {
+        match alg {
+            SignAlg::Ed25519 => SigningKey::Ed25519(ed25519_dalek::SigningKey::generate(&mut OsRng)),
+            SignAlg::P256 => SigningKey::P256(p256::ecdsa::SigningKey::random(&mut OsRng)),
+        }
+    }
+
+    /// Ed25519 key from its 32-byte RFC 8032 seed (test vectors, deterministic tests).
+    pub fn ed25519_from_seed(seed: &[u8; 32]) -> SigningKey {
+        SigningKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(seed))
+    }
+
+    /// P-256 key from its 32-byte big-endian scalar (test vectors).
+    pub fn p256_from_scalar(scalar: &[u8; 32]) -> Result<SigningKey, KeyError> {
+        p256::ecdsa::SigningKey::from_slice(scalar)
+            .map(SigningKey::P256)
+            .map_err(|_| KeyError::Pem("P-256 scalar out of range".into()))
+    }
+
+    pub fn alg(&self) -> SignAlg {
+        match self {
+            SigningKey::Ed25519(_) => SignAlg::Ed25519,
+            SigningKey::P256(_) => SignAlg::P256,
+        }
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        match self {
+            SigningKey::Ed25519(k) => VerifyingKey::Ed25519(k.verifying_key()),
+            SigningKey::P256(k) => VerifyingKey::P256(*k.verifying_key()),
+        }
+    }
+
+    /// Signs `msg`: Ed25519 (pure, RFC 8032) or ECDSA P-256/SHA-256 (RFC 6979
+    /// deterministic, low-S), both as 64 bytes.
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        match self {
+            SigningKey::Ed25519(k) => ed25519_dalek::Signer::sign(k, msg).to_bytes(),
+            SigningKey::P256(k) => {
+                let sig: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(k, msg);
+                let sig = sig.normalize_s().unwrap_or(sig);
+                let mut out = [0u8; 64];
+                out.copy_from_slice(&sig.to_bytes());
+                out
+            }
+        }
+    }
+
+    /// Parses an unencrypted PKCS#8 PEM; the algorithm comes from the key itself.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<SigningKey, KeyError> {
+        let (doc, oid) = decode_pkcs8_pem(pem)?;
+        match kind_of_oid(oid)? {
+            "Ed25519" => ed25519_dalek::SigningKey::from_pkcs8_der(doc.as_bytes())
+                .map(SigningKey::Ed25519)
+                .map_err(|e| KeyError::Pem(format!("Ed25519: {e}"))),
+            "EC" => <p256::ecdsa::SigningKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_der(doc.as_bytes())
+                .map(SigningKey::P256)
+                .map_err(|e| KeyError::Pem(format!("EC key is not a valid P-256 key: {e}"))),
+            found => Err(KeyError::WrongKind { expected: "signing (Ed25519 or P-256)", found }),
+        }
+    }
+
+    /// PKCS#8 v1 PEM (no embedded public key, the form every OpenSSL reads).
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, KeyError> {
+        let pem = match self {
+            SigningKey::Ed25519(k) => {
+                let bytes = ed25519_dalek::pkcs8::KeypairBytes { secret_key: k.to_bytes(), public_key: None };
+                bytes.to_pkcs8_pem(LineEnding::LF)
+            }
+            SigningKey::P256(k) => p256::pkcs8::EncodePrivateKey::to_pkcs8_pem(k, LineEnding::LF),
+        };
+        pem.map_err(|e| KeyError::Pem(e.to_string()))
+    }
+
+    /// Loads a private key file (must be 0600 or stricter).
+    pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
+        let pem = read_private_pem(path)?;
+        SigningKey::from_pkcs8_pem(&pem).map_err(|e| e.in_file(path))
+    }
+
+    /// Saves as PKCS#8 PEM with mode 0600, atomically.
+    pub fn save(&self, path: &Path, overwrite: Overwrite) -> Result<(), KeyError> {
+        let pem = self.to_pkcs8_pem()?;
+        write_atomic(path, pem.as_bytes(), 0o600, overwrite)
+    }
+}
+
+/// A public signing key.
+#[derive(Clone, PartialEq, Eq)]
+pub enum VerifyingKey {
+    Ed25519(ed25519_dalek::VerifyingKey),
+    P256(p256::ecdsa::VerifyingKey),
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VerifyingKey({}, {})", self.alg(), self.fingerprint())
+    }
+}
+
+impl VerifyingKey {
+    pub fn alg(&self) -> SignAlg {
+        match self {
+            VerifyingKey::Ed25519(_) => SignAlg::Ed25519,
+            VerifyingKey::P256(_) => SignAlg::P256,
+        }
+    }
+
+    /// Parses the raw encoding: Ed25519 32 bytes (RFC 8032), P-256 65 bytes SEC1
+    /// uncompressed (`04 || x || y`). Weak Ed25519 keys and points not on the curve are refused.
+    pub fn from_raw(alg: SignAlg, bytes: &[u8]) -> Result<VerifyingKey, KeyError> {
+        let bad = |detail: String| KeyError::BadPublicKey { alg: alg.identity_name(), detail };
+        if bytes.len() != alg.public_key_len() {
+            return Err(bad(format!("{} bytes, expected {}", bytes.len(), alg.public_key_len())));
+        }
+        match alg {
+            SignAlg::Ed25519 => {
+                let mut raw = [0u8; 32];
+                raw.copy_from_slice(bytes);
+                let key = ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|_| bad("not a curve point".into()))?;
+                if key.is_weak() {
+                    return Err(bad("small-order (weak) key".into()));
+                }
+                Ok(VerifyingKey::Ed25519(key))
+            }
+            SignAlg::P256 => {
+                if bytes[0] != 0x04 {
+                    return Err(bad("not SEC1 uncompressed (must start with 0x04)".into()));
+                }
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes)
+                    .map(VerifyingKey::P256)
+                    .map_err(|_| bad("not a point on P-256".into()))
+            }
+        }
+    }
+
+    /// The raw encoding (see [`VerifyingKey::from_raw`]).
+    pub fn to_raw(&self) -> Vec<u8> {
+        match self {
+            VerifyingKey::Ed25519(k) => k.to_bytes().to_vec(),
+            VerifyingKey::P256(k) => k.to_encoded_point(false).as_bytes().to_vec(),
+        }
+    }
+
+    /// `sha256:<hex>` of the raw public key.
+    pub fn fingerprint(&self) -> String {
+        format!("sha256:{}", hex(&Sha256::digest(self.to_raw())))
+    }
+
+    /// Verifies a 64-byte signature: Ed25519 with `verify_strict`; P-256 as
+    /// `r || s` over SHA-256(msg), high-S refused.
+    pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), KeyError> {
+        match self {
+            VerifyingKey::Ed25519(k) => {
+                let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| KeyError::BadSignature)?;
+                k.verify_strict(msg, &sig).map_err(|_| KeyError::BadSignature)
+            }
+            VerifyingKey::P256(k) => {
+                if sig.len() != 64 {
+                    return Err(KeyError::BadSignature);
+                }
+                let sig = p256::ecdsa::Signature::from_slice(sig).map_err(|_| KeyError::BadSignature)?;
+                if sig.normalize_s().is_some() {
+                    return Err(KeyError::BadSignature); // high-S: malleated
+                }
+                p256::ecdsa::signature::Verifier::verify(k, msg, &sig).map_err(|_| KeyError::BadSignature)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Key agreement
+
+/// A device's X25519 private key (PKCS#8, OID 1.3.101.110). Zeroized on drop by x25519-dalek.
+pub struct KxSecret(x25519_dalek::StaticSecret);
+
+impl std::fmt::Debug for KxSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KxSecret(public {})", self.public().fingerprint())
+    }
+}
+
+/// An X25519 public key (32 bytes, RFC 7748).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct KxPublic(x25519_dalek::PublicKey);
+
+impl std::fmt::Debug for KxPublic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KxPublic({})", self.fingerprint())
+    }
+}
+
+impl KxSecret {
+    pub fn generate() -> KxSecret {
+        KxSecret(x25519_dalek::StaticSecret::random_from_rng(OsRng))
+    }
+
+    /// From 32 raw bytes (test vectors).
+    pub fn from_bytes(bytes: [u8; 32]) -> KxSecret {
+        KxSecret(x25519_dalek::StaticSecret::from(bytes))
+    }
+
+    pub fn public(&self) -> KxPublic {
+        KxPublic(x25519_dalek::PublicKey::from(&self.0))
+    }
+
+    /// X25519; refuses the all-zero result a low-order peer key would give.
+    pub fn diffie_hellman(&self, peer: &KxPublic) -> Result<Zeroizing<[u8; 32]>, KeyError> {
+        let shared = self.0.diffie_hellman(&peer.0);
+        if !shared.was_contributory() {
+            return Err(KeyError::NonContributory);
+        }
+        Ok(Zeroizing::new(shared.to_bytes()))
+    }
+
+    /// PKCS#8 v1 PEM per RFC 8410: privateKey = OCTET STRING wrapping the 32 bytes.
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, KeyError> {
+        let mut inner = Zeroizing::new([0u8; 34]);
+        inner[0] = 0x04;
+        inner[1] = 0x20;
+        inner[2..].copy_from_slice(self.0.as_bytes());
+        let info = PrivateKeyInfo::new(pkcs8::AlgorithmIdentifierRef { oid: OID_X25519, parameters: None }, &inner[..]);
+        let doc = SecretDocument::try_from(info).map_err(|e| KeyError::Pem(e.to_string()))?;
+        doc.to_pem("PRIVATE KEY", LineEnding::LF).map_err(|e| KeyError::Pem(e.to_string()))
+    }
+
+    pub fn from_pkcs8_pem(pem: &str) -> Result<KxSecret, KeyError> {
+        let (doc, oid) = decode_pkcs8_pem(pem)?;
+        let kind = kind_of_oid(oid)?;
+        if kind != "X25519" {
+            return Err(KeyError::WrongKind { expected: "X25519", found: kind });
+        }
+        let info = PrivateKeyInfo::try_from(doc.as_bytes()).map_err(|e| KeyError::Pem(e.to_string()))?;
+        if info.algorithm.parameters.is_some() {
+            return Err(KeyError::Pem("X25519 AlgorithmIdentifier must have no parameters".into()));
+        }
+        let inner = info.private_key;
+        if inner.len() != 34 || inner[0] != 0x04 || inner[1] != 0x20 {
+            return Err(KeyError::Pem("X25519 private key must be an OCTET STRING of 32 bytes".into()));
+        }
+        let mut raw = Zeroizing::new([0u8; 32]);
+        raw.copy_from_slice(&inner[2..]);
+        let secret = KxSecret(x25519_dalek::StaticSecret::from(*raw));
+        if let Some(public) = info.public_key {
+            if public != secret.public().as_bytes() {
+                return Err(KeyError::Pem("embedded X25519 public key does not match the private key".into()));
+            }
+        }
+        Ok(secret)
+    }
+
+    pub fn load(path: &Path) -> Result<KxSecret, KeyError> {
+        let pem = read_private_pem(path)?;
+        KxSecret::from_pkcs8_pem(&pem).map_err(|e| e.in_file(path))
+    }
+
+    pub fn save(&self, path: &Path, overwrite: Overwrite) -> Result<(), KeyError> {
+        let pem = self.to_pkcs8_pem()?;
+        write_atomic(path, pem.as_bytes(), 0o600, overwrite)
+    }
+}
+
+impl KxPublic {
+    pub fn from_bytes(bytes: [u8; 32]) -> KxPublic {
+        KxPublic(x25519_dalek::PublicKey::from(bytes))
+    }
+
+    /// From a slice that must be exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<KxPublic, KeyError> {
+        let raw: [u8; 32] = bytes.try_into().map_err(|_| KeyError::BadPublicKey {
+            alg: "X25519",
+            detail: format!("{} bytes, expected 32", bytes.len()),
+        })?;
+        Ok(KxPublic::from_bytes(raw))
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        self.0.as_bytes()
+    }
+
+    /// `sha256:<hex>` of the 32 bytes.
+    pub fn fingerprint(&self) -> String {
+        format!("sha256:{}", hex(&Sha256::digest(self.as_bytes())))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Group keys
+
+/// A 32-byte symmetric group key for one (group, epoch). Zeroized on drop;
+/// Debug never shows the bytes.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct GroupKey([u8; 32]);
+
+impl std::fmt::Debug for GroupKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupKey(<secret>)")
+    }
+}
+
+impl GroupKey {
+    /// 32 fresh random bytes from the OS RNG.
+    pub fn generate() -> GroupKey {
+        let mut key = GroupKey([0u8; 32]);
+        OsRng.fill_bytes(&mut key.0);
+        key
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> GroupKey {
+        GroupKey(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+/// Lowercase hex (for fingerprints, file names, test vectors).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn openssl_available() -> bool {
+        Command::new("openssl").arg("version").output().map(|o| o.status.success()).unwrap_or(false)
+    }
+
+    fn openssl_reads(path: &Path) {
+        if !openssl_available() {
+            eprintln!("openssl not found; skipping interop check");
+            return;
+        }
+        let out = Command::new("openssl").args(["pkey", "-noout", "-in"]).arg(path).output().unwrap();
+        assert!(out.status.success(), "openssl pkey failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn signing_keys_round_trip_through_pem_files_openssl_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        for alg in [SignAlg::Ed25519, SignAlg::P256] {
+            let key = SigningKey::generate(alg);
+            let path = dir.path().join(format!("{alg}.pem"));
+            key.save(&path, Overwrite::Refuse).unwrap();
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            openssl_reads(&path);
+            let loaded = SigningKey::load(&path).unwrap();
+            assert_eq!(loaded.alg(), alg);
+            assert_eq!(loaded.verifying_key(), key.verifying_key());
+            let sig = loaded.sign(b"hello");
+            key.verifying_key().verify(b"hello", &sig).unwrap();
+            assert!(matches!(key.verifying_key().verify(b"hellO", &sig), Err(KeyError::BadSignature)));
+            // never overwritten unless asked
+            let other = SigningKey::generate(alg);
+            assert!(matches!(other.save(&path, Overwrite::Refuse), Err(KeyError::Exists { .. })));
+            assert_eq!(SigningKey::load(&path).unwrap().verifying_key(), key.verifying_key());
+            other.save(&path, Overwrite::Allow).unwrap();
+            assert_eq!(SigningKey::load(&path).unwrap().verifying_key(), other.verifying_key());
+            // Debug shows no secret
+            let dbg = format!("{key:?}");
+            assert!(dbg.contains("sha256:"), "{dbg}");
+        }
+    }
+
+    #[test]
+    fn openssl_generated_keys_load_with_detected_algorithm() {
+        if !openssl_available() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&[&str], Option<SignAlg>); 3] = [
+            (&["-algorithm", "ED25519"], Some(SignAlg::Ed25519)),
+            (&["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"], Some(SignAlg::P256)),
+            (&["-algorithm", "X25519"], None),
+        ];
+        for (i, (args, alg)) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("k{i}.pem"));
+            let st = Command::new("openssl").arg("genpkey").args(*args).arg("-out").arg(&path).status().unwrap();
+            assert!(st.success());
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            match alg {
+                Some(alg) => assert_eq!(SigningKey::load(&path).unwrap().alg(), *alg),
+                None => {
+                    KxSecret::load(&path).unwrap();
+                    let err = SigningKey::load(&path).unwrap_err().to_string();
+                    assert!(err.contains("expected a signing"), "{err}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kx_keys_round_trip_and_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = KxSecret::generate();
+        let b = KxSecret::generate();
+        let path = dir.path().join("a.kx.pem");
+        a.save(&path, Overwrite::Refuse).unwrap();
+        openssl_reads(&path);
+        let a2 = KxSecret::load(&path).unwrap();
+        assert_eq!(a2.public(), a.public());
+        assert_eq!(*a2.diffie_hellman(&b.public()).unwrap(), *b.diffie_hellman(&a.public()).unwrap());
+        assert!(matches!(a.diffie_hellman(&KxPublic::from_bytes([0u8; 32])), Err(KeyError::NonContributory)));
+        let err = SigningKey::load(&path).unwrap_err().to_string();
+        assert!(err.contains("expected a signing") && err.contains("X25519"), "{err}");
+        let sign_path = dir.path().join("s.pem");
+        SigningKey::generate(SignAlg::Ed25519).save(&sign_path, Overwrite::Refuse).unwrap();
+        assert!(KxSecret::load(&sign_path).unwrap_err().to_string().contains("expected a X25519"));
+    }
+
+    #[test]
+    fn readable_private_key_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        SigningKey::generate(SignAlg::Ed25519).save(&path, Overwrite::Refuse).unwrap();
+        for mode in [0o640, 0o604, 0o644, 0o660] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = SigningKey::load(&path).unwrap_err();
+            assert!(matches!(err, KeyError::Permissions { .. }), "{err}");
+            assert!(err.to_string().contains("chmod 600"));
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o400)).unwrap();
+        SigningKey::load(&path).unwrap();
+    }
+
+    #[test]
+    fn raw_public_keys_are_strict() {
+        let ed = SigningKey::generate(SignAlg::Ed25519).verifying_key();
+        assert_eq!(VerifyingKey::from_raw(SignAlg::Ed25519, &ed.to_raw()).unwrap(), ed);
+        assert!(VerifyingKey::from_raw(SignAlg::Ed25519, &ed.to_raw()[..31]).is_err());
+        // the identity point is small-order
+        let mut ident = [0u8; 32];
+        ident[0] = 1;
+        assert!(VerifyingKey::from_raw(SignAlg::Ed25519, &ident).unwrap_err().to_string().contains("weak"));
+        let p = SigningKey::generate(SignAlg::P256).verifying_key();
+        let raw = p.to_raw();
+        assert_eq!(raw.len(), 65);
+        assert_eq!(VerifyingKey::from_raw(SignAlg::P256, &raw).unwrap(), p);
+        let mut bad = raw.clone();
+        bad[64] ^= 1;
+        assert!(VerifyingKey::from_raw(SignAlg::P256, &bad).is_err());
+        let mut compressed = raw.clone();
+        compressed[0] = 0x02;
+        assert!(VerifyingKey::from_raw(SignAlg::P256, &compressed[..33]).is_err());
+    }
+
+    #[test]
+    fn p256_high_s_signatures_are_refused() {
+        let key = SigningKey::generate(SignAlg::P256);
+        let sig = key.sign(b"m");
+        let parsed = p256::ecdsa::Signature::from_slice(&sig).unwrap();
+        assert!(parsed.normalize_s().is_none(), "signer must emit low-S");
+        // s' = n - s is the malleated twin, valid under plain ECDSA
+        let high = p256::ecdsa::Signature::from_scalars(parsed.r(), -*parsed.s()).unwrap();
+        assert!(matches!(key.verifying_key().verify(b"m", &high.to_bytes()), Err(KeyError::BadSignature)));
+        key.verifying_key().verify(b"m", &sig).unwrap();
+    }
+
+    #[test]
+    fn group_key_debug_hides_bytes() {
+        let k = GroupKey::from_bytes([0xAB; 32]);
+        assert_eq!(format!("{k:?}"), "GroupKey(<secret>)");
+        assert_ne!(GroupKey::generate().as_bytes(), GroupKey::generate().as_bytes());
+    }
+}
