@@ -15,4 +15,5 @@ pub mod ids;
 pub mod keys;
 pub mod login_token;
 pub mod sequence;
+pub mod signed_doc;
 pub mod topic;
