@@ -14,6 +14,7 @@ pub mod identity;
 pub mod ids;
 pub mod keys;
 pub mod login_token;
+pub mod policy;
 pub mod sequence;
 pub mod signed_doc;
 pub mod topic;
