@@ -8,6 +8,7 @@ pub mod canonical_json;
 pub mod config;
 pub mod decision;
 pub mod engine;
+pub mod envelope;
 pub mod flood;
 pub mod host;
 pub mod identity;
