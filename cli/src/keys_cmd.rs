@@ -1,8 +1,58 @@
-//! (filled in by the issue that owns these subcommands)
+//! Key generation: `mqseal keygen ID --out DIR [--alg ed25519|p256]`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use mqseal_core::identity::DeviceDir;
+use mqseal_core::keys::SignAlg;
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AlgArg {
+    /// Ed25519 (COSE alg -19); the default.
+    Ed25519,
+    /// ECDSA P-256 with SHA-256 (COSE alg -9, ESP256).
+    P256,
+}
+
+impl From<AlgArg> for SignAlg {
+    fn from(a: AlgArg) -> SignAlg {
+        match a {
+            AlgArg::Ed25519 => SignAlg::Ed25519,
+            AlgArg::P256 => SignAlg::P256,
+        }
+    }
+}
 
 #[derive(clap::Subcommand)]
-pub enum Commands {}
+pub enum Commands {
+    /// Create a device identity: ID.pub (public), ID.sign.pem and ID.kx.pem
+    /// (private, mode 0600) and the sequence counter, in DIR. Never overwrites.
+    Keygen {
+        /// Device id: [A-Za-z0-9][A-Za-z0-9._-]{0,63}.
+        id: String,
+        /// Device directory (created with mode 0700 if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Signature algorithm.
+        #[arg(long, value_enum, default_value = "ed25519")]
+        alg: AlgArg,
+    },
+}
 
 pub fn run(command: Commands) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Commands::Keygen { id, out, alg } => keygen(&id, &out, alg.into()),
+    }
+}
+
+fn keygen(id: &str, out: &std::path::Path, alg: SignAlg) -> anyhow::Result<()> {
+    let device = DeviceDir::keygen(out, id, alg).with_context(|| format!("cannot create device {id:?} in {}", out.display()))?;
+    let identity = device.identity();
+    println!("created device {} ({} signing, X25519 key agreement)", identity.id, identity.sign.alg());
+    println!("  public identity:  {}", device.identity_path().display());
+    println!("  signing key:      {} (private, 0600)", device.sign_key_path().display());
+    println!("  key agreement:    {} (private, 0600)", device.kx_key_path().display());
+    println!("  sequence counter: {}", device.seq_path().display());
+    println!("fingerprint: {}", identity.fingerprint());
+    Ok(())
 }
