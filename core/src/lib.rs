@@ -4,6 +4,7 @@
 //! broker events into calls on [`engine::Engine`] and turns the answers back into
 //! return codes; the CLI uses the same envelope, policy, key and audit code.
 
+pub mod audit;
 pub mod bundle;
 pub mod canonical_json;
 pub mod config;
