@@ -541,6 +541,24 @@ pub struct Opened {
     pub payload: Vec<u8>,
 }
 
+impl Opened {
+    /// The JSON form `mqseal open --json` and `mqseal sub --json` print:
+    /// `{"aead","epoch","group","payload_base64","sender","seq","timestamp_ms","topic"}`
+    /// (payload in standard base64 with padding).
+    pub fn to_json(&self, topic: &str) -> serde_json::Value {
+        serde_json::json!({
+            "topic": topic,
+            "sender": self.sender,
+            "group": self.group,
+            "epoch": self.epoch,
+            "seq": self.seq,
+            "timestamp_ms": self.timestamp_ms,
+            "aead": self.aead.name(),
+            "payload_base64": base64::engine::general_purpose::STANDARD.encode(&self.payload),
+        })
+    }
+}
+
 impl std::fmt::Debug for Opened {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Opened")
