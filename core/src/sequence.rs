@@ -90,6 +90,7 @@ impl SequenceCounter {
     }
 
     /// The next number; reserves (durably) a new block first when needed.
+    #[allow(clippy::should_implement_trait)] // fallible, so not an Iterator
     pub fn next(&mut self) -> Result<u64, SequenceError> {
         if self.next >= self.limit {
             if self.next == u64::MAX {

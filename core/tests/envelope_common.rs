@@ -28,7 +28,7 @@ pub const TOPIC: &str = "fleet/sensors/1111/temp";
 pub const PLAINTEXT: &str = "{\"temp\":21.5}";
 
 pub fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex length");
+    assert!(s.len().is_multiple_of(2), "odd hex length");
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
 }
 
@@ -136,6 +136,9 @@ impl V {
     }
 }
 
+/// Edits a list of header entries (for building defective headers).
+pub type EditEntries<'a> = &'a dyn Fn(&mut Vec<(V, V)>);
+
 pub fn bstr_of(v: &V) -> V {
     V::B(v.enc())
 }
@@ -236,6 +239,7 @@ impl Builder {
 pub struct Rng(pub u64);
 
 impl Rng {
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;

@@ -222,7 +222,7 @@ fn coset_agrees_on_structure_and_to_be_signed_bytes() {
 fn strict_decoding_corner_cases() {
     let ed = ed_key();
     let gk = group_key();
-    let with_entries = |f: &dyn Fn(&mut Vec<(V, V)>)| {
+    let with_entries = |f: EditEntries| {
         let mut b = Builder::new(-19, AeadAlg::A256Gcm);
         let mut e = sign1_entries(-19, SENDER);
         f(&mut e);

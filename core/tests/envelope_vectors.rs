@@ -97,7 +97,7 @@ fn negatives() -> Vec<Neg> {
         f(&mut builder);
         builder.build(&ed, &gk)
     };
-    let with_entries = |f: &dyn Fn(&mut Vec<(V, V)>)| {
+    let with_entries = |f: EditEntries| {
         built(&|bl: &mut Builder| {
             let mut entries = sign1_entries(-19, SENDER);
             f(&mut entries);

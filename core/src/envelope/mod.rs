@@ -39,9 +39,10 @@ use cbor::Reader;
 pub const COSE_SIGN1_TAG: u64 = 18;
 
 /// AEAD algorithm of the inner COSE_Encrypt0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum AeadAlg {
     /// AES-256-GCM, COSE alg 3 (the default).
+    #[default]
     A256Gcm,
     /// ChaCha20/Poly1305, COSE alg 24.
     ChaCha20Poly1305,
@@ -78,12 +79,6 @@ impl AeadAlg {
             "chacha20/poly1305" | "chacha20poly1305" | "chacha20-poly1305" => Some(AeadAlg::ChaCha20Poly1305),
             _ => None,
         }
-    }
-}
-
-impl Default for AeadAlg {
-    fn default() -> Self {
-        AeadAlg::A256Gcm
     }
 }
 
