@@ -126,6 +126,8 @@ struct Checkpoints {
     latest: Located,
     /// Every checkpoint (latest, history, external) by tree size.
     by_size: BTreeMap<u64, Vec<Located>>,
+    /// The largest checkpoint given with --checkpoint.
+    newest_external: Option<Located>,
     signers: Vec<String>,
     external: usize,
 }
@@ -226,25 +228,16 @@ fn load_checkpoints(paths: &LogPaths, options: &VerifyOptions) -> Result<Checkpo
             ));
         }
     }
+    let mut newest_external: Option<Located> = None;
     for (path, notes) in &external {
         for n in notes {
             let located = check(path, n)?;
-            if located.size > latest.size {
-                return Err(fail_at(
-                    &latest_path,
-                    latest.line,
-                    format!(
-                        "old checkpoint replayed: it covers {} records, but {}:{} already covered {}",
-                        latest.size,
-                        path.display(),
-                        n.line,
-                        located.size
-                    ),
-                ));
+            if newest_external.as_ref().map_or(true, |e| located.size > e.size) {
+                newest_external = Some(located);
             }
         }
     }
-    Ok(Checkpoints { origin, latest, by_size, signers, external: external.iter().map(|(_, n)| n.len()).sum() })
+    Ok(Checkpoints { origin, latest, by_size, newest_external, signers, external: external.iter().map(|(_, n)| n.len()).sum() })
 }
 
 /// The walk over the records.
@@ -412,6 +405,14 @@ impl<'a> Walk<'a> {
                         path.display()
                     ),
                 ),
+                (super::chain::LinkError::IndexBack { found, .. }, Some((p, l, r))) if r.index == *found => fail_at(
+                    path,
+                    line,
+                    format!(
+                        "{e}; {}:{l} has index {found} too: one of the two lines was inserted or duplicated",
+                        p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+                    ),
+                ),
                 _ => fail_at(path, line, e.to_string()),
             });
         }
@@ -501,6 +502,21 @@ impl<'a> Walk<'a> {
                         "the log ends here with {records} records, but the checkpoint at {}:{} covers {size}: records were removed (truncated)",
                         cp.path.display(),
                         cp.line
+                    ),
+                ));
+            }
+        }
+        if let Some(e) = &checkpoints.newest_external {
+            if e.size > checkpoints.latest.size {
+                return Err(fail_at(
+                    &checkpoints.latest.path,
+                    checkpoints.latest.line,
+                    format!(
+                        "old checkpoint replayed: it covers {} records, but {}:{} already covered {}",
+                        checkpoints.latest.size,
+                        e.path.display(),
+                        e.line,
+                        e.size
                     ),
                 ));
             }
