@@ -551,8 +551,7 @@ impl<T: Copy + Eq + std::fmt::Debug> FilterTrie<T> {
 
     fn walk_scope(&self, filter: &str, visit: &mut dyn FnMut(WalkHit) -> ControlFlow<()>) {
         let levels: Vec<&str> = filter.split('/').collect();
-        let mut state = vec![ROOT];
-        let _ = self.walk(&levels, &mut state, true, visit);
+        let _ = self.walk(&levels, &[ROOT], true, visit);
     }
 
     /// The simultaneous walk of subscription levels `s` and the trie.
@@ -563,7 +562,7 @@ impl<T: Copy + Eq + std::fmt::Debug> FilterTrie<T> {
     fn walk(
         &self,
         s: &[&str],
-        nodes: &mut Vec<u32>,
+        nodes: &[u32],
         at_root: bool,
         visit: &mut dyn FnMut(WalkHit) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
@@ -594,7 +593,7 @@ impl<T: Copy + Eq + std::fmt::Debug> FilterTrie<T> {
                 // Zero further levels (not at the root: a topic has a level), then
                 // one or more: '+' followed by '#'.
                 if !at_root {
-                    self.walk(&[], &mut nodes.clone(), false, visit)?;
+                    self.walk(&[], nodes, false, visit)?;
                 }
                 self.walk_any_label(&["#"], nodes, at_root, visit)
             }
@@ -626,7 +625,7 @@ impl<T: Copy + Eq + std::fmt::Debug> FilterTrie<T> {
     fn walk_any_label(
         &self,
         rest: &[&str],
-        nodes: &mut Vec<u32>,
+        nodes: &[u32],
         at_root: bool,
         visit: &mut dyn FnMut(WalkHit) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
@@ -684,7 +683,7 @@ impl<T: Copy + Eq + std::fmt::Debug> FilterTrie<T> {
         }
         next.sort_unstable();
         next.dedup();
-        self.walk(rest, &mut next, false, visit)
+        self.walk(rest, &next, false, visit)
     }
 }
 
