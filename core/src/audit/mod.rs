@@ -17,6 +17,7 @@ pub mod hashing;
 pub mod keyfile;
 pub mod merkle;
 pub mod open;
+pub mod prove;
 pub mod record;
 pub mod timestamp;
 pub mod verify;
