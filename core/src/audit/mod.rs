@@ -21,6 +21,8 @@ pub mod prove;
 pub mod record;
 pub mod timestamp;
 pub mod verify;
+#[cfg(test)]
+mod vectors;
 pub mod writer;
 
 pub use event::AuditEvent;

@@ -282,6 +282,8 @@ impl<'a> Walk<'a> {
 
     fn run(&mut self, files: &[LogFile]) -> Result<(), VerifyFailure> {
         let last = files.len() - 1;
+        // The empty tree, checked against any checkpoint of size 0.
+        self.check_roots()?;
         let mut i = 0;
         let mut pending_break: Option<VerifyFailure> = None;
         while i < files.len() {
@@ -385,6 +387,7 @@ impl<'a> Walk<'a> {
             self.chain = ChainState { next_index: record.index, prev: None, tree };
             self.first_index = record.index;
             self.verified_up_to = record.index;
+            self.check_roots()?;
         }
         if records_in_file == 0 && file_no > 0 && !first_of_log && record.kind != KIND_ROTATED && record.kind != KIND_CONTINUED {
             return Err(fail_at(
