@@ -183,11 +183,14 @@ impl Filter {
                     r.kind.split('.').next() == Some(k.as_str())
                 }
             });
-        let client_ok = self.client.as_deref().is_none_or(|c| r.fact_str("client") == Some(c));
-        let topic_ok = self
-            .topic
-            .as_deref()
-            .is_none_or(|f| r.fact_str("topic").is_some_and(|t| mqseal_core::topic::filter_matches(f, t)));
+        let client_ok = match self.client.as_deref() {
+            None => true,
+            Some(c) => r.fact_str("client") == Some(c),
+        };
+        let topic_ok = match self.topic.as_deref() {
+            None => true,
+            Some(f) => r.fact_str("topic").is_some_and(|t| mqseal_core::topic::filter_matches(f, t)),
+        };
         kind_ok && client_ok && topic_ok
     }
 }

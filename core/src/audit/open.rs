@@ -179,7 +179,11 @@ pub(crate) fn open_log(config: &AuditConfig, key: &SigningKey) -> Result<OpenedL
     // The history lags the latest checkpoint after a crash between the two writes.
     let history_last = history.as_ref().and_then(|h| h.last()).map(|n| n.note.checkpoint.size);
     if let Some(l) = &latest {
-        if history_last.map_or(true, |s| s < l.note.checkpoint.size) {
+        let behind = match history_last {
+            Some(s) => s < l.note.checkpoint.size,
+            None => true,
+        };
+        if behind {
             append_history(&paths, &l.note.to_text())
                 .map_err(io_error(&history_path, "append the latest checkpoint to"))?;
         }
@@ -213,7 +217,7 @@ pub(crate) fn open_log(config: &AuditConfig, key: &SigningKey) -> Result<OpenedL
         // A current file without records after earlier files (a crash during
         // rotation, or a torn first line): it starts like any rotated-into file.
         base_records = 0;
-        let previous = files.iter().filter(|f| f.seq.is_some()).last().map(|f| LogPaths::file_name_of(&f.path)).unwrap_or_default();
+        let previous = files.iter().rev().find(|f| f.seq.is_some()).map(|f| LogPaths::file_name_of(&f.path)).unwrap_or_default();
         opening.insert(0, LogEvent::Rotated { previous_file: previous, merkle_prefix: tree.subtrees().to_vec() });
     }
     Ok(OpenedLog {

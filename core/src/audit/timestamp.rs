@@ -104,8 +104,13 @@ fn days_in_month(y: u32, m: u32) -> u32 {
     match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        _ => 28,
+        // February: leap years are divisible by 4, except centuries not divisible by 400.
+        _ => match (y % 4, y % 100, y % 400) {
+            (_, _, 0) => 29,
+            (_, 0, _) => 28,
+            (0, _, _) => 29,
+            _ => 28,
+        },
     }
 }
 

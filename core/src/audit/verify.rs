@@ -232,7 +232,11 @@ fn load_checkpoints(paths: &LogPaths, options: &VerifyOptions) -> Result<Checkpo
     for (path, notes) in &external {
         for n in notes {
             let located = check(path, n)?;
-            if newest_external.as_ref().map_or(true, |e| located.size > e.size) {
+            let newer = match &newest_external {
+                Some(e) => located.size > e.size,
+                None => true,
+            };
+            if newer {
                 newest_external = Some(located);
             }
         }
