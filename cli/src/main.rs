@@ -7,6 +7,7 @@ mod admin_cmd;
 mod audit_cmd;
 mod device_cmd;
 mod keys_cmd;
+mod mqtt_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,9 @@ enum Command {
     /// Reading the audit log.
     #[command(flatten)]
     Audit(audit_cmd::Commands),
+    /// MQTT clients that seal and open transparently: pub, sub.
+    #[command(flatten)]
+    Mqtt(mqtt_cmd::Commands),
 }
 
 fn main() {
@@ -40,6 +44,7 @@ fn main() {
         Command::Admin(c) => admin_cmd::run(c),
         Command::Device(c) => device_cmd::run(c),
         Command::Audit(c) => audit_cmd::run(c),
+        Command::Mqtt(c) => mqtt_cmd::run(c),
     };
     if let Err(error) = result {
         eprintln!("mqseal: error: {error:#}");
