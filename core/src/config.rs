@@ -62,8 +62,11 @@ pub struct PluginConfig {
     pub unprotected: UnprotectedMode,
     /// `auth`: defer | key.
     pub auth: AuthMode,
+    /// `authority`: the authority's public key (PEM SPKI, `authority.pub` of the realm);
+    /// the policy must be signed by it.
+    pub authority: PathBuf,
     /// `broker_key`: PKCS#8 PEM Ed25519 key that signs audit checkpoints.
-    pub broker_key: Option<PathBuf>,
+    pub broker_key: PathBuf,
     /// `state_dir`: where the replay window and pushed policies persist
     /// (default: the audit log's directory).
     pub state_dir: PathBuf,
@@ -116,10 +119,11 @@ fn problem(option: &str, problem: impl Into<String>) -> ConfigError {
 /// mosquitto.conf document the same list; a test keeps them in step).
 pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("policy", "path of the authority-signed policy file (required)"),
+    ("authority", "the authority's public key, PEM (the realm's authority.pub) (required)"),
     ("audit_log", "path of the hash-chained audit log (required)"),
     ("unprotected", "allow | deny | defer: topics no group protects, and $SYS (default deny)"),
     ("auth", "defer | key: who authenticates devices (default defer)"),
-    ("broker_key", "PKCS#8 PEM Ed25519 key that signs audit checkpoints"),
+    ("broker_key", "PKCS#8 PEM Ed25519 key that signs audit checkpoints (required)"),
     ("state_dir", "directory for the replay window and pushed policies (default: the audit log's directory)"),
     ("max_envelope_bytes", "largest payload accepted on a protected topic (default 65536)"),
     ("flood_limit", "bad envelopes per window before a client is disconnected (default 20, 0 = never)"),
@@ -161,14 +165,10 @@ impl PluginConfig {
         let audit_log = PathBuf::from(required(&get, "audit_log")?);
         check_writable_location("audit_log", &audit_log)?;
 
-        let broker_key = match get("broker_key") {
-            Some(v) => {
-                let path = PathBuf::from(non_empty("broker_key", v)?);
-                check_readable_file("broker_key", &path)?;
-                Some(path)
-            }
-            None => None,
-        };
+        let authority = PathBuf::from(required(&get, "authority")?);
+        check_readable_file("authority", &authority)?;
+        let broker_key = PathBuf::from(required(&get, "broker_key")?);
+        check_readable_file("broker_key", &broker_key)?;
         let state_dir = match get("state_dir") {
             Some(v) => {
                 let dir = PathBuf::from(non_empty("state_dir", v)?);
@@ -182,6 +182,7 @@ impl PluginConfig {
 
         Ok(PluginConfig {
             policy,
+            authority,
             audit_log,
             unprotected: choice(&get, "unprotected", UnprotectedMode::Deny, &[
                 ("allow", UnprotectedMode::Allow),
@@ -298,68 +299,88 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let policy = dir.path().join("policy.json");
         std::fs::write(&policy, "{}").unwrap();
+        std::fs::write(dir.path().join("authority.pub"), "pem").unwrap();
+        std::fs::write(dir.path().join("broker.pem"), "pem").unwrap();
         let audit = dir.path().join("audit.jsonl");
         (dir, policy.display().to_string(), audit.display().to_string())
     }
 
+    /// The required key options, pointing at the files `with_files` made.
+    fn keys(dir: &tempfile::TempDir) -> [(&'static str, String); 2] {
+        [
+            ("authority", dir.path().join("authority.pub").display().to_string()),
+            ("broker_key", dir.path().join("broker.pem").display().to_string()),
+        ]
+    }
+
+    /// Options with every required one set, plus `extra`.
+    fn options<'a>(dir: &'a tempfile::TempDir, keys: &'a [(&'static str, String); 2], policy: &'a str, audit: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let _ = dir;
+        let mut v = vec![("policy", policy), ("audit_log", audit)];
+        v.extend(keys.iter().map(|(k, p)| (*k, p.as_str())));
+        v.extend_from_slice(extra);
+        v
+    }
+
     #[test]
     fn minimal_config_gets_secure_defaults() {
-        let (_d, policy, audit) = with_files();
-        let cfg = PluginConfig::from_options([("policy", policy.as_str()), ("audit_log", audit.as_str())]).unwrap();
+        let (d, policy, audit) = with_files();
+        let k = keys(&d);
+        let cfg = PluginConfig::from_options(options(&d, &k, &policy, &audit, &[])).unwrap();
         assert_eq!(cfg.unprotected, UnprotectedMode::Deny);
         assert_eq!(cfg.auth, AuthMode::Defer);
         assert_eq!(cfg.audit_durability, Durability::Fsync);
         assert_eq!(cfg.audit_queue_full, QueueFullMode::Deny);
         assert!(!cfg.audit_start_new_on_broken_chain);
+        assert_eq!(cfg.state_dir, d.path());
     }
 
     #[test]
     fn unknown_option_is_named() {
-        let (_d, policy, audit) = with_files();
-        let err = PluginConfig::from_options([
-            ("policy", policy.as_str()),
-            ("audit_log", audit.as_str()),
-            ("unprotectd", "allow"),
-        ])
-        .unwrap_err();
+        let (d, policy, audit) = with_files();
+        let k = keys(&d);
+        let err = PluginConfig::from_options(options(&d, &k, &policy, &audit, &[("unprotectd", "allow")])).unwrap_err();
         assert_eq!(err.option, "unprotectd");
         assert!(err.to_string().starts_with("plugin_opt_unprotectd: unknown option"), "{err}");
     }
 
     #[test]
-    fn missing_required_and_missing_file_are_named() {
-        let (_d, _policy, audit) = with_files();
-        let err = PluginConfig::from_options([("audit_log", audit.as_str())]).unwrap_err();
-        assert_eq!(err.to_string(), "plugin_opt_policy: is required but missing");
-        let err = PluginConfig::from_options([("policy", "/nonexistent/p.json"), ("audit_log", audit.as_str())])
-            .unwrap_err();
+    fn missing_required_options_and_files_are_named() {
+        let (d, policy, audit) = with_files();
+        let k = keys(&d);
+        for required in ["policy", "audit_log", "authority", "broker_key"] {
+            let opts: Vec<_> = options(&d, &k, &policy, &audit, &[]).into_iter().filter(|(n, _)| *n != required).collect();
+            let err = PluginConfig::from_options(opts).unwrap_err();
+            assert_eq!(err.to_string(), format!("plugin_opt_{required}: is required but missing"));
+        }
+        let err = PluginConfig::from_options(options(&d, &k, "/nonexistent/p.json", &audit, &[])).unwrap_err();
         assert_eq!(err.option, "policy");
         assert!(err.problem.contains("/nonexistent/p.json"), "{err}");
     }
 
     #[test]
     fn bad_values_are_named() {
-        let (_d, policy, audit) = with_files();
-        let base = [("policy", policy.as_str()), ("audit_log", audit.as_str())];
+        let (d, policy, audit) = with_files();
+        let k = keys(&d);
         for (opt, val, expect) in [
             ("unprotected", "maybe", "'maybe' is not one of allow | deny | defer"),
             ("flood_limit", "-3", "'-3' is not a whole number"),
             ("audit_queue", "2", "2 is outside 16..=16777216"),
         ] {
-            let err = PluginConfig::from_options(base.iter().copied().chain([(opt, val)])).unwrap_err();
+            let err = PluginConfig::from_options(options(&d, &k, &policy, &audit, &[(opt, val)])).unwrap_err();
             assert_eq!(err.option, opt);
             assert!(err.problem.contains(expect), "{err}");
         }
-        let err = PluginConfig::from_options(base.iter().copied().chain([("unprotected", "allow"), ("unprotected", "deny")]))
+        let err = PluginConfig::from_options(options(&d, &k, &policy, &audit, &[("unprotected", "allow"), ("unprotected", "deny")]))
             .unwrap_err();
         assert_eq!(err.problem, "given more than once");
     }
 
     #[test]
     fn audit_log_directory_must_exist() {
-        let (_d, policy, _audit) = with_files();
-        let err = PluginConfig::from_options([("policy", policy.as_str()), ("audit_log", "/no/such/dir/audit.jsonl")])
-            .unwrap_err();
+        let (d, policy, _audit) = with_files();
+        let k = keys(&d);
+        let err = PluginConfig::from_options(options(&d, &k, &policy, "/no/such/dir/audit.jsonl", &[])).unwrap_err();
         assert_eq!(err.option, "audit_log");
     }
 }

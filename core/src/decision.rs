@@ -20,36 +20,56 @@ pub struct Client<'a> {
 }
 
 /// mqseal's answer to one broker question.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Allow,
-    /// Refused; the reason is a short stable token (logged and audited).
+    /// Refused, with the reason.
     Deny(DenyReason),
     /// No opinion: the next plugin or Mosquitto's own checks decide.
     Defer,
 }
 
-/// Why something was refused. The `as_str` tokens are stable: logs, audit
-/// records and tests use them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DenyReason {
-    /// `plugin_opt_unprotected deny` and the topic has no owning group.
-    UnprotectedDenied,
-    /// A callback panicked; mqseal fails closed.
-    InternalError,
-}
+/// Why something was refused: a short stable token (logs, audit records and
+/// tests use it). Envelope, epoch and login failures use the tokens of their
+/// own modules (`EnvelopeError::reason`, `EpochCheck::reason`, `LoginError::reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DenyReason(pub &'static str);
 
 impl DenyReason {
+    /// `plugin_opt_unprotected deny` and no group owns the topic.
+    pub const UNPROTECTED_DENIED: DenyReason = DenyReason("unprotected-denied");
+    /// A callback failed internally (a caught panic, a re-entrant call); mqseal fails closed.
+    pub const INTERNAL_ERROR: DenyReason = DenyReason("internal-error");
+    /// The client's MQTT username maps to no device of the policy.
+    pub const NOT_A_DEVICE: DenyReason = DenyReason("not-a-device");
+    /// The envelope's sender is not the device this connection is logged in as.
+    pub const SENDER_MISMATCH: DenyReason = DenyReason("sender-mismatch");
+    /// The envelope names a group other than the one owning the topic.
+    pub const WRONG_GROUP: DenyReason = DenyReason("wrong-group");
+    /// The sender has no `pub`/`pubsub` role in the group owning the topic.
+    pub const NOT_A_PUBLISHER: DenyReason = DenyReason("not-a-publisher");
+    /// The client's device has no `sub`/`pubsub` role in the group owning the topic.
+    pub const NOT_A_READER: DenyReason = DenyReason("not-a-reader");
+    /// The sequence number is not above the last one accepted from that sender.
+    pub const REPLAY: DenyReason = DenyReason("replay");
+    /// The topic is under mqseal's reserved prefix.
+    pub const RESERVED_TOPIC: DenyReason = DenyReason("reserved-topic");
+    /// A client id containing `+`, `#` or `/`, which could widen another plugin's patterns.
+    pub const BAD_CLIENT_ID: DenyReason = DenyReason("bad-client-id");
+    /// A username containing `+`, `#` or `/`.
+    pub const BAD_USERNAME: DenyReason = DenyReason("bad-username");
+    /// A subscription filter that is not a valid MQTT filter.
+    pub const BAD_FILTER: DenyReason = DenyReason("bad-filter");
+    /// The event could not be recorded in the audit log (queue full, writer failed).
+    pub const AUDIT_UNAVAILABLE: DenyReason = DenyReason("audit-unavailable");
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            DenyReason::UnprotectedDenied => "unprotected-denied",
-            DenyReason::InternalError => "internal-error",
-        }
+        self.0
     }
 }
 
 impl std::fmt::Display for DenyReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.0)
     }
 }

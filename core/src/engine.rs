@@ -1,42 +1,359 @@
 //! The engine: one per plugin instance, owned by the plugin's userdata. It answers
 //! every broker question; the plugin crate only translates.
+//!
+//! Order of checks on a publish to a protected topic, cheapest first: size cap,
+//! strict parse, algorithm allow-list (both inside `envelope::parse`), sender =
+//! the connection's device, group = the topic's owner, publisher role, key epoch,
+//! sequence number, and only then the signature. The sequence number is recorded
+//! only after the signature verified, so forgeries cannot burn a sender's numbers.
+//!
+//! Verify once: Mosquitto runs the ACL write check (with the payload) for client
+//! publishes and for wills, then the MESSAGE event for client and bridged
+//! publishes (bridges skip ACL checks). The ACL check verifies and remembers
+//! what it verified; MESSAGE accepts exactly that message (same client, topic
+//! and payload buffer) without verifying again, and verifies anything else.
 
-use crate::config::{PluginConfig, UnprotectedMode};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::audit::event::Token;
+use crate::audit::hashing::{sha256, Hash};
+use crate::audit::{AuditConfig, AuditEvent, AuditLog};
+use crate::config::{AuthMode, PluginConfig, QueueFullMode, UnprotectedMode};
 use crate::decision::{Access, Client, Decision, DenyReason};
+use crate::envelope::{self, EnvelopeHeader};
+use crate::flood::FloodGuard;
 use crate::host::{Host, LogLevel};
+use crate::login_token;
+use crate::policy::compiled::{CompiledPolicy, DeviceIdx, GroupIdx, SubscriptionVerdict};
+use crate::policy::model::Policy;
+use crate::replay::ReplayWindow;
+use crate::signed_doc::AuthorityPublicKey;
 
-/// Everything one loaded plugin instance knows.
-pub struct Engine {
-    config: PluginConfig,
-    host: Box<dyn Host>,
-}
+/// Topics under this prefix are mqseal's own control traffic (key exchange,
+/// policy pushes). `$`-topics are not matched by `#` or `+/...` subscriptions.
+pub const RESERVED_PREFIX: &str = "$mqseal/";
+
+/// In the state directory: the highest policy version this broker has loaded, so
+/// that an older signed policy (which may hold revoked rights) is never loaded
+/// again, not even after a restart.
+pub const POLICY_VERSION_FILE: &str = "policy-version";
+
+/// At most this many denial lines per second reach the broker log; the rest are
+/// counted and summarised, so a flood cannot flood the log too.
+const LOG_LINES_PER_SECOND: u32 = 20;
 
 /// A client the engine wants disconnected; the plugin does it on the next TICK,
 /// outside any other callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Kick {
-    pub client_id: String,
-    pub reason: String,
+pub enum Kick {
+    ClientId(String),
+    Username(String),
 }
 
 /// A problem that stops the plugin from starting (Mosquitto then refuses to run).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    #[error("plugin_opt_authority: {0}")]
+    Authority(String),
+    #[error("plugin_opt_policy: {0}")]
+    Policy(String),
+    #[error("plugin_opt_broker_key: {0}")]
+    BrokerKey(String),
+    #[error("plugin_opt_audit_log: {0}")]
+    Audit(String),
+    #[error("plugin_opt_state_dir: {0}")]
+    Replay(String),
+}
+
+/// The publish mqseal just verified in an ACL write check.
+struct JustVerified {
+    client_id: String,
+    topic: String,
+    payload_addr: usize,
+    payload_len: usize,
+}
+
+/// Where a publish is being judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PublishPath {
+    /// ACL write check: a client publish or a will; the client's device must be the sender.
+    AclWrite,
+    /// MESSAGE event without a preceding ACL check by us (a bridge, or a plugin
+    /// before us granted the ACL check): full verification; a connection with a
+    /// device must still be that device.
+    MessageEvent,
+}
+
+/// Counters, logged at shutdown and summarised when denials were suppressed.
+#[derive(Default)]
+pub struct Stats {
+    pub publishes_accepted: u64,
+    pub publishes_denied: HashMap<&'static str, u64>,
+    pub subscribes_denied: u64,
+    pub deliveries_denied: u64,
+    pub logins_refused: u64,
+    pub clients_kicked: u64,
+    pub log_lines_suppressed: u64,
+}
+
+/// Everything one loaded plugin instance knows.
+pub struct Engine {
+    config: PluginConfig,
+    host: Box<dyn Host>,
+    authority: AuthorityPublicKey,
+    policy: CompiledPolicy,
+    audit: Option<AuditLog>,
+    replay: ReplayWindow,
+    flood: FloodGuard,
+    just_verified: Option<JustVerified>,
+    /// Device id → timestamp of its last accepted login token (single use).
+    last_login: HashMap<Box<str>, u64>,
+    /// Group id → highest key epoch seen in an accepted publish.
+    epochs_seen: HashMap<Box<str>, u64>,
+    pending_kicks: Vec<Kick>,
+    stats: Stats,
+    log_window: (Instant, u32),
+    last_housekeeping: Instant,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// `+`, `#` and `/` in a client id or username could widen topic patterns that
+/// substitute them (acl_file's %c/%u, other plugins).
+fn has_pattern_chars(s: &str) -> bool {
+    s.bytes().any(|b| matches!(b, b'+' | b'#' | b'/'))
 }
 
 impl Engine {
+    /// Loads the authority key, the policy, the broker key and the audit log, and
+    /// rebuilds the replay window. Any failure names the option to fix.
     pub fn start(config: PluginConfig, host: Box<dyn Host>) -> Result<Self, StartError> {
-        Ok(Engine { config, host })
+        let authority = AuthorityPublicKey::load(&config.authority).map_err(|e| StartError::Authority(e.to_string()))?;
+        let (policy, policy_sha256) = load_policy(&config.policy, &authority).map_err(StartError::Policy)?;
+        let highest = read_policy_version(&config.state_dir).map_err(StartError::Replay)?;
+        if policy.version() < highest {
+            return Err(StartError::Policy(format!(
+                "{} has version {}, older than version {highest} which this broker already loaded \
+                 (an old policy may hold revoked rights); export a current policy",
+                config.policy.display(),
+                policy.version()
+            )));
+        }
+        write_policy_version(&config.state_dir, policy.version()).map_err(StartError::Replay)?;
+        let broker_key = crate::audit::keyfile::load_signing_key(&config.broker_key)
+            .map_err(|e| StartError::BrokerKey(e.to_string()))?;
+        let (audit, report) =
+            AuditLog::open(AuditConfig::from(&config), broker_key).map_err(|e| StartError::Audit(e.to_string()))?;
+        if let Some(recovery) = &report.recovered {
+            host.log(
+                LogLevel::Warning,
+                &format!(
+                    "audit log recovered after a crash: cut {} torn bytes from {} at offset {}",
+                    recovery.cut_bytes,
+                    recovery.file.display(),
+                    recovery.cut_offset
+                ),
+            );
+        }
+        if let Some(continued) = &report.continued {
+            host.log(
+                LogLevel::Warning,
+                &format!("audit log chain broken at {} ({}); continuing in a new file", continued.location, continued.reason),
+            );
+        }
+        for warning in &report.warnings {
+            host.log(LogLevel::Warning, &format!("audit log: {warning}"));
+        }
+        // After the audit log is open: opening repairs a torn tail first.
+        let (replay, restored) =
+            ReplayWindow::restore(&config.state_dir, &config.audit_log).map_err(StartError::Replay)?;
+        host.log(
+            LogLevel::Info,
+            &format!(
+                "replay window: {} senders ({} records rolled forward{})",
+                restored.senders,
+                restored.records_rolled_forward,
+                if restored.from_snapshot { " after the snapshot" } else { ", no snapshot" }
+            ),
+        );
+        host.log(
+            LogLevel::Notice,
+            &format!(
+                "policy version {} loaded: {} devices, {} groups (sha256 {})",
+                policy.version(),
+                policy.device_count(),
+                policy.group_count(),
+                crate::audit::hashing::to_hex(&policy_sha256)
+            ),
+        );
+        let mut engine = Engine {
+            flood: FloodGuard::new(config.flood_limit, config.flood_window),
+            config,
+            host,
+            authority,
+            policy,
+            audit: Some(audit),
+            replay,
+            just_verified: None,
+            last_login: HashMap::new(),
+            epochs_seen: HashMap::new(),
+            pending_kicks: Vec::new(),
+            stats: Stats::default(),
+            log_window: (Instant::now(), 0),
+            last_housekeeping: Instant::now(),
+        };
+        let settings = engine.settings_for_audit();
+        engine.record(AuditEvent::PluginStart { version: env!("CARGO_PKG_VERSION").to_string(), settings });
+        engine.record(AuditEvent::PolicyLoaded {
+            source: "start".into(),
+            policy_sha256,
+            serial: Some(engine.policy.version()),
+        });
+        Ok(engine)
     }
 
     pub fn config(&self) -> &PluginConfig {
         &self.config
     }
 
+    pub fn policy(&self) -> &CompiledPolicy {
+        &self.policy
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn settings_for_audit(&self) -> std::collections::BTreeMap<String, String> {
+        let c = &self.config;
+        [
+            ("policy", c.policy.display().to_string()),
+            ("authority", self.authority.fingerprint()),
+            ("unprotected", format!("{:?}", c.unprotected).to_lowercase()),
+            ("auth", format!("{:?}", c.auth).to_lowercase()),
+            ("max_envelope_bytes", c.max_envelope_bytes.to_string()),
+            ("flood_limit", c.flood_limit.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Appends to the audit log. False when the record could not be queued.
+    fn record(&mut self, event: AuditEvent) -> bool {
+        match &self.audit {
+            Some(audit) => audit.append(event).is_ok(),
+            None => false,
+        }
+    }
+
+    fn log_denial(&mut self, message: String) {
+        let now = Instant::now();
+        if now.duration_since(self.log_window.0) >= Duration::from_secs(1) {
+            if self.stats.log_lines_suppressed > 0 && self.log_window.1 > LOG_LINES_PER_SECOND {
+                self.host.log(
+                    LogLevel::Notice,
+                    &format!("{} further denials were not logged (counted)", self.log_window.1 - LOG_LINES_PER_SECOND),
+                );
+            }
+            self.log_window = (now, 0);
+        }
+        self.log_window.1 += 1;
+        if self.log_window.1 <= LOG_LINES_PER_SECOND {
+            self.host.log(LogLevel::Notice, &message);
+        } else {
+            self.stats.log_lines_suppressed += 1;
+        }
+    }
+
+    fn unprotected_decision(&self) -> Decision {
+        match self.config.unprotected {
+            UnprotectedMode::Allow => Decision::Allow,
+            UnprotectedMode::Deny => Decision::Deny(DenyReason::UNPROTECTED_DENIED),
+            UnprotectedMode::Defer => Decision::Defer,
+        }
+    }
+
+    fn device_of(&self, client: Client<'_>) -> Option<DeviceIdx> {
+        client.username.and_then(|u| self.policy.device_by_username(u))
+    }
+
+    fn client_identity_problem(client: Client<'_>) -> Option<DenyReason> {
+        if has_pattern_chars(client.id) {
+            return Some(DenyReason::BAD_CLIENT_ID);
+        }
+        if client.username.is_some_and(has_pattern_chars) {
+            return Some(DenyReason::BAD_USERNAME);
+        }
+        None
+    }
+
+    // ---------------------------------------------------------------------
+    // Authentication (plugin_opt_auth key)
+
+    /// Checks a login: the username must name a device of the policy and the
+    /// password must be a fresh login token signed by that device's key.
+    pub fn authenticate(&mut self, client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> Decision {
+        if self.config.auth != AuthMode::Key {
+            return Decision::Defer;
+        }
+        let outcome = self.check_login(client_id, username, password);
+        match outcome {
+            Ok(device) => {
+                let device_id = self.policy.device_id(device).to_string();
+                self.record(AuditEvent::AuthAccepted {
+                    client: client_id.to_string(),
+                    username: username.map(str::to_string),
+                    method: "key".into(),
+                });
+                self.host.log(LogLevel::Info, &format!("client '{client_id}' logged in as device {device_id}"));
+                Decision::Allow
+            }
+            Err(reason) => {
+                self.stats.logins_refused += 1;
+                self.record(AuditEvent::AuthRefused {
+                    client: client_id.to_string(),
+                    username: username.map(str::to_string),
+                    reason: reason.0.into(),
+                });
+                self.log_denial(format!("refused login of client '{client_id}' (username {username:?}): {reason}"));
+                Decision::Deny(reason)
+            }
+        }
+    }
+
+    fn check_login(&mut self, client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> Result<DeviceIdx, DenyReason> {
+        let client = Client { id: client_id, username };
+        if let Some(problem) = Self::client_identity_problem(client) {
+            return Err(problem);
+        }
+        let device = self.device_of(client).ok_or(DenyReason::NOT_A_DEVICE)?;
+        let password = password.ok_or(DenyReason(login_token::LoginError::Malformed.reason()))?;
+        let device_id = self.policy.device_id(device);
+        let last = self.last_login.get(device_id).copied().unwrap_or(0);
+        let ts = login_token::verify_token(
+            password,
+            self.policy.verifying_key(device),
+            client_id,
+            username.unwrap_or_default(),
+            now_ms(),
+            self.config.auth_token_max_age,
+            last,
+        )
+        .map_err(|e| DenyReason(e.reason()))?;
+        self.last_login.insert(device_id.into(), ts);
+        Ok(device)
+    }
+
+    // ---------------------------------------------------------------------
+    // ACL checks
+
     /// Answers an ACL check (publish, will, delivery, subscribe, unsubscribe).
-    pub fn acl_check(&mut self, _client: Client<'_>, access: Access, _topic: &str, _payload: &[u8]) -> Decision {
+    pub fn acl_check(&mut self, client: Client<'_>, access: Access, topic: &str, payload: &[u8]) -> Decision {
         if access == Access::Unsubscribe {
             // Leaving a subscription never widens anyone's access.
             return match self.config.unprotected {
@@ -44,34 +361,363 @@ impl Engine {
                 _ => Decision::Allow,
             };
         }
-        self.unprotected_decision()
+        if let Some(problem) = Self::client_identity_problem(client) {
+            if access != Access::Read {
+                self.log_denial(format!("refused {access:?} on '{topic}' by client '{}': {problem}", client.id));
+            }
+            return Decision::Deny(problem);
+        }
+        match access {
+            Access::Write => self.check_publish(client, topic, payload, PublishPath::AclWrite),
+            Access::Read => self.check_delivery(client, topic, payload),
+            Access::Subscribe => self.check_subscribe(client, topic),
+            Access::Unsubscribe => unreachable!("handled above"),
+        }
     }
 
     /// Sees every client publish once, after the ACL write check, before it is stored.
-    pub fn on_message(&mut self, _client: Client<'_>, _topic: &str, _payload: &[u8], _retain: bool) -> Decision {
+    pub fn on_message(&mut self, client: Client<'_>, topic: &str, payload: &[u8], _retain: bool) -> Decision {
+        if let Some(seen) = self.just_verified.take() {
+            if seen.client_id == client.id
+                && seen.topic == topic
+                && seen.payload_addr == payload.as_ptr() as usize
+                && seen.payload_len == payload.len()
+            {
+                return Decision::Allow;
+            }
+        }
+        if topic.starts_with(RESERVED_PREFIX) {
+            return Decision::Deny(DenyReason::RESERVED_TOPIC);
+        }
+        if self.policy.group_of_topic(topic).is_none() {
+            // Unprotected: the ACL check (which bridges skip by Mosquitto's design) decided.
+            return Decision::Allow;
+        }
+        self.check_publish(client, topic, payload, PublishPath::MessageEvent)
+    }
+
+    fn check_publish(&mut self, client: Client<'_>, topic: &str, payload: &[u8], path: PublishPath) -> Decision {
+        if topic.starts_with(RESERVED_PREFIX) {
+            self.deny_publish(client, topic, DenyReason::RESERVED_TOPIC, None, payload);
+            return Decision::Deny(DenyReason::RESERVED_TOPIC);
+        }
+        let Some(group) = self.policy.group_of_topic(topic) else {
+            return self.unprotected_decision();
+        };
+        let parsed = match envelope::parse(payload, self.config.max_envelope_bytes) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                let reason = DenyReason(e.reason());
+                self.deny_publish(client, topic, reason, None, payload);
+                return Decision::Deny(reason);
+            }
+        };
+        let header = &parsed.header;
+        let device = self.device_of(client);
+        let sender = match (device, path) {
+            (Some(device), _) => {
+                if self.policy.device_id(device) != header.sender {
+                    return self.deny_with_header(client, topic, DenyReason::SENDER_MISMATCH, header, payload);
+                }
+                device
+            }
+            (None, PublishPath::AclWrite) => {
+                return self.deny_with_header(client, topic, DenyReason::NOT_A_DEVICE, header, payload);
+            }
+            // A bridge has no device login: the envelope's own sender must be a device.
+            (None, PublishPath::MessageEvent) => match self.policy.device_by_id(header.sender) {
+                Some(sender) => sender,
+                None => return self.deny_with_header(client, topic, DenyReason::NOT_A_DEVICE, header, payload),
+            },
+        };
+        if self.policy.group(group).id != header.group {
+            return self.deny_with_header(client, topic, DenyReason::WRONG_GROUP, header, payload);
+        }
+        if !self.policy.role(group, sender).is_some_and(|r| r.can_publish()) {
+            return self.deny_with_header(client, topic, DenyReason::NOT_A_PUBLISHER, header, payload);
+        }
+        let epoch = self.policy.check_epoch(group, header.epoch, now_ms() / 1000);
+        if !epoch.is_accepted() {
+            return self.deny_with_header(client, topic, DenyReason(epoch.reason()), header, payload);
+        }
+        if self.replay.check(header.sender, header.seq).is_err() {
+            return self.deny_with_header(client, topic, DenyReason::REPLAY, header, payload);
+        }
+        if let Err(e) = parsed.verify_signature(topic, self.policy.verifying_key(sender)) {
+            return self.deny_with_header(client, topic, DenyReason(e.reason()), header, payload);
+        }
+        // Accepted: record it first; a publish that cannot be recorded is not accepted
+        // (plugin_opt_audit_queue_full deny) — with `block`, append waits instead.
+        let recorded = self.record(AuditEvent::PublishAccepted {
+            client: client.id.to_string(),
+            topic: topic.to_string(),
+            sender: header.sender.to_string(),
+            group: header.group.to_string(),
+            epoch: header.epoch,
+            seq: header.seq,
+            envelope_sha256: sha256(payload),
+        });
+        if !recorded {
+            debug_assert!(self.config.audit_queue_full == QueueFullMode::Deny || self.audit.is_none());
+            return self.deny_with_header(client, topic, DenyReason::AUDIT_UNAVAILABLE, header, payload);
+        }
+        self.replay.accept(header.sender, header.seq);
+        self.note_epoch(group, header.epoch);
+        self.stats.publishes_accepted += 1;
+        if path == PublishPath::AclWrite {
+            self.just_verified = Some(JustVerified {
+                client_id: client.id.to_string(),
+                topic: topic.to_string(),
+                payload_addr: payload.as_ptr() as usize,
+                payload_len: payload.len(),
+            });
+        }
         Decision::Allow
     }
 
-    /// SIGHUP: re-read the policy file (paths kept from start).
+    fn note_epoch(&mut self, group: GroupIdx, epoch: u64) {
+        let id = self.policy.group(group).id;
+        let first = match self.epochs_seen.get_mut(id) {
+            Some(seen) if *seen >= epoch => false,
+            Some(seen) => {
+                *seen = epoch;
+                true
+            }
+            None => {
+                self.epochs_seen.insert(id.into(), epoch);
+                true
+            }
+        };
+        if first {
+            let group = id.to_string();
+            self.host.log(LogLevel::Info, &format!("group {group}: first message under key epoch {epoch}"));
+            self.record(AuditEvent::EpochFirstSeen { group, epoch });
+        }
+    }
+
+    fn deny_with_header(
+        &mut self,
+        client: Client<'_>,
+        topic: &str,
+        reason: DenyReason,
+        header: &EnvelopeHeader<'_>,
+        payload: &[u8],
+    ) -> Decision {
+        self.deny_publish(client, topic, reason, Some(header), payload);
+        Decision::Deny(reason)
+    }
+
+    fn deny_publish(&mut self, client: Client<'_>, topic: &str, reason: DenyReason, header: Option<&EnvelopeHeader<'_>>, payload: &[u8]) {
+        *self.stats.publishes_denied.entry(reason.0).or_default() += 1;
+        let about = header
+            .map(|h| format!(" (sender {}, group {}, epoch {}, seq {})", h.sender, h.group, h.epoch, h.seq))
+            .unwrap_or_default();
+        self.log_denial(format!("denied PUBLISH from client '{}' on '{topic}': {reason}{about}", client.id));
+        self.record(AuditEvent::PublishDenied {
+            client: client.id.to_string(),
+            topic: topic.to_string(),
+            reason: Token::Borrowed(reason.0),
+            sender: header.map(|h| h.sender.to_string()),
+            group: header.map(|h| h.group.to_string()),
+            epoch: header.map(|h| h.epoch),
+            seq: header.map(|h| h.seq),
+            envelope_sha256: (!payload.is_empty()).then(|| sha256(payload)),
+        });
+        if self.flood.record_bad(client.id, Instant::now()) {
+            let why = format!("more than {} bad publishes within {:?}", self.config.flood_limit, self.config.flood_window);
+            self.kick(Kick::ClientId(client.id.to_string()), client.id, &why, "flood");
+        }
+    }
+
+    fn kick(&mut self, kick: Kick, client_label: &str, why: &str, reason: &'static str) {
+        self.stats.clients_kicked += 1;
+        self.host.log(LogLevel::Warning, &format!("disconnecting client '{client_label}': {why}"));
+        self.record(AuditEvent::ClientKicked { client: client_label.to_string(), reason: reason.into() });
+        self.pending_kicks.push(kick);
+    }
+
+    fn check_delivery(&mut self, client: Client<'_>, topic: &str, payload: &[u8]) -> Decision {
+        if topic.starts_with(RESERVED_PREFIX) {
+            return self.deny_delivery(DenyReason::RESERVED_TOPIC);
+        }
+        let Some(group) = self.policy.group_of_topic(topic) else {
+            return self.unprotected_decision();
+        };
+        let Some(device) = self.device_of(client) else {
+            return self.deny_delivery(DenyReason::NOT_A_DEVICE);
+        };
+        if !self.policy.role(group, device).is_some_and(|r| r.can_read()) {
+            return self.deny_delivery(DenyReason::NOT_A_READER);
+        }
+        // The signature was verified when the message came in; here only the
+        // header matters: is its key epoch still accepted (retained messages age)?
+        let parsed = match envelope::parse(payload, self.config.max_envelope_bytes) {
+            Ok(parsed) => parsed,
+            Err(e) => return self.deny_delivery(DenyReason(e.reason())),
+        };
+        let epoch = self.policy.check_epoch(group, parsed.header.epoch, now_ms() / 1000);
+        if !epoch.is_accepted() {
+            return self.deny_delivery(DenyReason(epoch.reason()));
+        }
+        Decision::Allow
+    }
+
+    /// Deliveries refused are routine (a `#` subscriber meets protected topics):
+    /// counted, not logged or audited one by one.
+    fn deny_delivery(&mut self, reason: DenyReason) -> Decision {
+        self.stats.deliveries_denied += 1;
+        Decision::Deny(reason)
+    }
+
+    fn check_subscribe(&mut self, client: Client<'_>, filter_text: &str) -> Decision {
+        let device = self.device_of(client);
+        let verdict = if filter_text.starts_with(RESERVED_PREFIX)
+            || crate::topic::parse_subscription(filter_text).is_ok_and(|s| s.filter.starts_with(RESERVED_PREFIX))
+        {
+            Err(DenyReason::RESERVED_TOPIC)
+        } else {
+            self.policy.check_subscription(device, filter_text).map_err(|_| DenyReason::BAD_FILTER)
+        };
+        let decision = match verdict {
+            Err(reason) => Decision::Deny(reason),
+            Ok(SubscriptionVerdict::Readable(_)) => Decision::Allow,
+            // Delivery checks keep the protected part out; the rest is unprotected.
+            Ok(SubscriptionVerdict::Mixed) | Ok(SubscriptionVerdict::UnprotectedOnly) => self.unprotected_decision(),
+            Ok(SubscriptionVerdict::Forbidden(_)) => Decision::Deny(DenyReason::NOT_A_READER),
+        };
+        if let Decision::Deny(reason) = decision {
+            self.stats.subscribes_denied += 1;
+            self.log_denial(format!("denied SUBSCRIBE from client '{}' to '{filter_text}': {reason}", client.id));
+            self.record(AuditEvent::SubscribeDenied {
+                client: client.id.to_string(),
+                filter: filter_text.to_string(),
+                reason: Token::Borrowed(reason.0),
+            });
+        }
+        decision
+    }
+
+    // ---------------------------------------------------------------------
+    // Lifecycle
+
+    /// SIGHUP: re-read the policy file (paths kept from start). A policy that
+    /// does not load leaves the current one in force; one that loads replaces it
+    /// at once, and the clients of devices that lost rights are disconnected.
     pub fn reload(&mut self) {
-        self.host.log(LogLevel::Info, "reload requested");
+        match load_policy(&self.config.policy, &self.authority) {
+            Err(problem) => {
+                self.host.log(LogLevel::Error, &format!("policy reload rejected, keeping version {}: {problem}", self.policy.version()));
+                self.record(AuditEvent::PolicyRejected { source: "reload".into(), reason: problem, policy_sha256: None });
+            }
+            Ok((policy, sha)) if policy.version() < self.policy.version() => {
+                let problem = format!(
+                    "version {} is older than the current version {} (policy-not-newer)",
+                    policy.version(),
+                    self.policy.version()
+                );
+                self.host.log(LogLevel::Error, &format!("policy reload rejected, keeping version {}: {problem}", self.policy.version()));
+                self.record(AuditEvent::PolicyRejected { source: "reload".into(), reason: problem, policy_sha256: Some(sha) });
+            }
+            Ok((policy, sha)) => {
+                if let Err(problem) = write_policy_version(&self.config.state_dir, policy.version()) {
+                    self.host.log(LogLevel::Error, &problem);
+                }
+                self.install_policy(policy, sha, "reload")
+            }
+        }
+    }
+
+    fn install_policy(&mut self, policy: CompiledPolicy, sha: Hash, source: &'static str) {
+        let revoked = crate::policy::diff::revocations(&self.policy, &policy);
+        let old_version = self.policy.version();
+        self.policy = policy;
+        self.just_verified = None;
+        self.host.log(
+            LogLevel::Notice,
+            &format!(
+                "policy version {} loaded on {source} (was {old_version}): {} devices, {} groups; {} devices lost rights",
+                self.policy.version(),
+                self.policy.device_count(),
+                self.policy.group_count(),
+                revoked.len()
+            ),
+        );
+        self.record(AuditEvent::PolicyLoaded { source: source.into(), policy_sha256: sha, serial: Some(self.policy.version()) });
+        for revocation in revoked {
+            let why = revocation.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ");
+            let label = format!("username {} (device {})", revocation.username, revocation.device_id);
+            let reason = revocation.reasons.first().map(|r| r.reason()).unwrap_or("revoked");
+            self.kick(Kick::Username(revocation.username.clone()), &label, &why, reason);
+        }
     }
 
     /// Periodic work on the broker thread; returns clients to disconnect.
     pub fn tick(&mut self) -> Vec<Kick> {
-        Vec::new()
-    }
-
-    pub fn on_disconnect(&mut self, _client: Client<'_>) {}
-
-    /// Flushes state at plugin cleanup.
-    pub fn shutdown(self) {}
-
-    fn unprotected_decision(&self) -> Decision {
-        match self.config.unprotected {
-            UnprotectedMode::Allow => Decision::Allow,
-            UnprotectedMode::Deny => Decision::Deny(DenyReason::UnprotectedDenied),
-            UnprotectedMode::Defer => Decision::Defer,
+        let now = Instant::now();
+        if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
+            self.last_housekeeping = now;
+            self.flood.expire(now);
+            if let Some(audit) = &self.audit {
+                for problem in audit.take_problems() {
+                    self.host.log(LogLevel::Error, &format!("audit log: {problem}"));
+                }
+            }
         }
+        std::mem::take(&mut self.pending_kicks)
     }
+
+    pub fn on_disconnect(&mut self, client: Client<'_>) {
+        self.flood.forget(client.id);
+    }
+
+    /// Flushes state at plugin cleanup: the last audit records and checkpoint,
+    /// then the replay snapshot that covers them.
+    pub fn shutdown(mut self) {
+        self.record(AuditEvent::PluginStop { reason: "shutdown".into() });
+        let Some(audit) = self.audit.take() else { return };
+        let report = audit.shutdown();
+        for problem in &report.problems {
+            self.host.log(LogLevel::Error, &format!("audit log: {problem}"));
+        }
+        if let Err(problem) = self.replay.save(&self.config.state_dir, report.stats.last_index) {
+            self.host.log(LogLevel::Error, &problem);
+        }
+        let denied: u64 = self.stats.publishes_denied.values().sum();
+        self.host.log(
+            LogLevel::Notice,
+            &format!(
+                "stopping: {} publishes accepted, {denied} denied, {} subscriptions denied, {} deliveries withheld, {} clients disconnected; audit log {} records, {} refused",
+                self.stats.publishes_accepted,
+                self.stats.subscribes_denied,
+                self.stats.deliveries_denied,
+                self.stats.clients_kicked,
+                report.stats.records_written,
+                report.stats.records_refused
+            ),
+        );
+    }
+}
+
+/// Reads, verifies and compiles the policy file; also returns the SHA-256 of its bytes.
+fn load_policy(path: &Path, authority: &AuthorityPublicKey) -> Result<(CompiledPolicy, Hash), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let origin = path.display().to_string();
+    let policy = Policy::from_signed(&bytes, authority, &origin).map_err(|e| e.to_string())?;
+    let compiled = policy.compile(&origin).map_err(|e| e.to_string())?;
+    Ok((compiled, sha256(&bytes)))
+}
+
+fn read_policy_version(state_dir: &Path) -> Result<u64, String> {
+    let path = state_dir.join(POLICY_VERSION_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map_err(|_| format!("{}: not a policy version number", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn write_policy_version(state_dir: &Path, version: u64) -> Result<(), String> {
+    let path = state_dir.join(POLICY_VERSION_FILE);
+    crate::keys::write_atomic(&path, format!("{version}\n").as_bytes(), 0o644, crate::keys::Overwrite::Allow)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }

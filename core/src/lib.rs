@@ -19,6 +19,7 @@ pub mod ids;
 pub mod keys;
 pub mod login_token;
 pub mod policy;
+pub mod replay;
 pub mod realm;
 pub mod sequence;
 pub mod signed_doc;

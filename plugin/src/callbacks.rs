@@ -4,19 +4,20 @@ use std::cell::RefCell;
 use std::ffi::{c_int, c_void};
 
 use mqseal_core::decision::{Access, Client, Decision};
-use mqseal_core::engine::Engine;
+use mqseal_core::config::AuthMode;
+use mqseal_core::engine::{Engine, Kick};
 use mqseal_core::host::LogLevel;
 
 use crate::boundary::guard;
 use crate::cstr;
 use crate::log::log;
 use crate::sys;
-use crate::sys::mosq_err_t::{MOSQ_ERR_ACL_DENIED, MOSQ_ERR_PLUGIN_DEFER, MOSQ_ERR_SUCCESS};
+use crate::sys::mosq_err_t::{MOSQ_ERR_ACL_DENIED, MOSQ_ERR_AUTH, MOSQ_ERR_PLUGIN_DEFER, MOSQ_ERR_SUCCESS};
 use crate::sys::mosquitto_plugin_event as Event;
 
 type Callback = unsafe extern "C" fn(c_int, *mut c_void, *mut c_void) -> c_int;
 
-/// The events we register, with their handlers.
+/// The events we always register, with their handlers.
 const CALLBACKS: [(Event, Callback); 5] = [
     (Event::MOSQ_EVT_ACL_CHECK, on_acl_check),
     (Event::MOSQ_EVT_MESSAGE, on_message),
@@ -24,6 +25,11 @@ const CALLBACKS: [(Event, Callback); 5] = [
     (Event::MOSQ_EVT_TICK, on_tick),
     (Event::MOSQ_EVT_DISCONNECT, on_disconnect),
 ];
+
+/// Registered only with `plugin_opt_auth key`: otherwise another mechanism
+/// authenticates, and a registered callback that defers would change how
+/// Mosquitto treats anonymous logins.
+const AUTH_CALLBACK: (Event, Callback) = (Event::MOSQ_EVT_BASIC_AUTH, on_basic_auth);
 
 /// One loaded plugin instance (one per listener with `per_listener_settings true`).
 /// Lives in the broker's userdata; only ever touched on the broker's thread.
@@ -33,11 +39,17 @@ pub struct Instance {
     /// re-entrant call (a broker function that fires an event while we are inside
     /// another) shows up as a caught panic, failing closed, instead of aliasing.
     engine: RefCell<Engine>,
+    /// The callbacks this instance registered (for cleanup).
+    registered: Vec<(Event, Callback)>,
 }
 
 impl Instance {
     pub fn new(identifier: *mut sys::mosquitto_plugin_id_t, engine: Engine) -> Self {
-        Instance { identifier, engine: RefCell::new(engine) }
+        let mut registered = CALLBACKS.to_vec();
+        if engine.config().auth == AuthMode::Key {
+            registered.push(AUTH_CALLBACK);
+        }
+        Instance { identifier, engine: RefCell::new(engine), registered }
     }
 
     pub fn log_started(&self) {
@@ -68,15 +80,15 @@ impl Instance {
 /// `instance` must be valid until `unregister_all` has run.
 pub unsafe fn register_all(instance: *mut Instance) -> c_int {
     // SAFETY: instance is valid per the caller.
-    let identifier = unsafe { (*instance).identifier };
-    for (done, (event, callback)) in CALLBACKS.iter().enumerate() {
+    let (identifier, callbacks) = unsafe { ((*instance).identifier, &(*instance).registered) };
+    for (done, (event, callback)) in callbacks.iter().enumerate() {
         // SAFETY: identifier is the broker's handle for this plugin; callback has the
         // generic callback signature; instance outlives the registration.
         let rc = unsafe {
             sys::mosquitto_callback_register(identifier, *event as c_int, Some(*callback), std::ptr::null(), instance.cast())
         };
         if rc != MOSQ_ERR_SUCCESS {
-            for (event, callback) in &CALLBACKS[..done] {
+            for (event, callback) in &callbacks[..done] {
                 // SAFETY: undoing a registration that succeeded just above.
                 unsafe { sys::mosquitto_callback_unregister(identifier, *event as c_int, Some(*callback), std::ptr::null()) };
             }
@@ -92,10 +104,10 @@ pub unsafe fn register_all(instance: *mut Instance) -> c_int {
 /// `instance` must be the pointer passed to `register_all`.
 pub unsafe fn unregister_all(instance: *mut Instance) {
     // SAFETY: instance is valid per the caller.
-    let identifier = unsafe { (*instance).identifier };
-    for (event, callback) in CALLBACKS {
+    let (identifier, callbacks) = unsafe { ((*instance).identifier, &(*instance).registered) };
+    for (event, callback) in callbacks {
         // SAFETY: these are exactly the registrations made in register_all.
-        unsafe { sys::mosquitto_callback_unregister(identifier, event as c_int, Some(callback), std::ptr::null()) };
+        unsafe { sys::mosquitto_callback_unregister(identifier, *event as c_int, Some(*callback), std::ptr::null()) };
     }
 }
 
@@ -149,6 +161,27 @@ unsafe extern "C" fn on_acl_check(_event: c_int, event_data: *mut c_void, userda
     })
 }
 
+unsafe extern "C" fn on_basic_auth(_event: c_int, event_data: *mut c_void, userdata: *mut c_void) -> c_int {
+    guard("login", MOSQ_ERR_AUTH, || {
+        // SAFETY: for MOSQ_EVT_BASIC_AUTH the broker passes a mosquitto_evt_basic_auth.
+        let (ev, instance) = unsafe { (&*event_data.cast::<sys::mosquitto_evt_basic_auth>(), instance(userdata)) };
+        // SAFETY: the client and its credentials are live during the event.
+        let Ok(Some(client_id)) = (unsafe { cstr::utf8(sys::mosquitto_client_id(ev.client)) }) else { return MOSQ_ERR_AUTH };
+        let Ok(username) = (unsafe { cstr::utf8(ev.username) }) else { return MOSQ_ERR_AUTH };
+        let password = if ev.password.is_null() {
+            None
+        } else {
+            // SAFETY: a NUL-terminated string owned by the client context.
+            Some(unsafe { std::ffi::CStr::from_ptr(ev.password) }.to_bytes())
+        };
+        match instance.engine.borrow_mut().authenticate(client_id, username, password) {
+            Decision::Allow => MOSQ_ERR_SUCCESS,
+            Decision::Deny(_) => MOSQ_ERR_AUTH,
+            Decision::Defer => MOSQ_ERR_PLUGIN_DEFER,
+        }
+    })
+}
+
 unsafe extern "C" fn on_message(_event: c_int, event_data: *mut c_void, userdata: *mut c_void) -> c_int {
     guard("message", MOSQ_ERR_ACL_DENIED, || {
         // SAFETY: for MOSQ_EVT_MESSAGE the broker passes a mosquitto_evt_message for this call.
@@ -184,9 +217,20 @@ unsafe extern "C" fn on_tick(_event: c_int, _event_data: *mut c_void, userdata: 
         // client fires DISCONNECT, which re-enters us.
         let kicks = instance.engine.borrow_mut().tick();
         for kick in kicks {
-            let Ok(id) = std::ffi::CString::new(kick.client_id.as_str()) else { continue };
-            // SAFETY: a valid C string; called on the broker's thread during TICK.
-            unsafe { sys::mosquitto_kick_client_by_clientid(id.as_ptr(), false) };
+            // Never pass NULL: the broker reads it as "every client" (by id) or
+            // "every anonymous client" (by username).
+            match kick {
+                Kick::ClientId(id) => {
+                    let Ok(id) = std::ffi::CString::new(id) else { continue };
+                    // SAFETY: a valid C string; called on the broker's thread during TICK.
+                    unsafe { sys::mosquitto_kick_client_by_clientid(id.as_ptr(), false) };
+                }
+                Kick::Username(name) => {
+                    let Ok(name) = std::ffi::CString::new(name) else { continue };
+                    // SAFETY: as above.
+                    unsafe { sys::mosquitto_kick_client_by_username(name.as_ptr(), false) };
+                }
+            }
         }
         MOSQ_ERR_SUCCESS
     })

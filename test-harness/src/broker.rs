@@ -126,6 +126,11 @@ impl Broker {
                 std::fs::create_dir_all(parent).expect("create dirs");
             }
             std::fs::write(&path, bytes).expect("write broker file");
+            // Private keys must not be readable by others: mqseal refuses them.
+            if name.ends_with(".pem") || name.ends_with(".key") {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+            }
         }
         let mut last_failure = None;
         // A port found free can be taken before mosquitto binds it: try a few.
@@ -326,13 +331,9 @@ impl Drop for Broker {
 }
 
 impl BrokerConfig {
-    /// mqseal with the options every test needs (policy, audit log) and the given
-    /// `unprotected` mode. The policy is an empty one until the policy work lands.
+    /// mqseal with every required option, a realm with no groups (an empty
+    /// signed policy), and the given `unprotected` mode.
     pub fn mqseal(unprotected: &str) -> Self {
-        BrokerConfig::default()
-            .file("policy.json", "{}\n")
-            .option("policy", "{dir}/policy.json")
-            .option("audit_log", "{dir}/audit.jsonl")
-            .option("unprotected", unprotected)
+        crate::fleet::Fleet::new().broker_config(unprotected)
     }
 }

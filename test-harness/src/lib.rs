@@ -11,7 +11,9 @@
 pub mod artifacts;
 pub mod broker;
 pub mod clients;
+pub mod fleet;
 pub mod mqtt_wire;
 
 pub use artifacts::artifacts;
 pub use broker::{Broker, BrokerConfig, StartFailure};
+pub use fleet::Fleet;

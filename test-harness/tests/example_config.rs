@@ -41,8 +41,16 @@ fn example_config_starts_a_broker_that_passes_unprotected_traffic() {
     }
     assert!(config.with_plugin, "the example must load the plugin");
     config.plugin_options = plugin_options;
-    let config = config.file("run/policy.json", "{}\n").file("run/audit/.keep", "");
-    let broker = Broker::start(config);
+    // The state the example points at, made by the same script `scripts/run` uses.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("run");
+    let status = std::process::Command::new(workspace_root().join("scripts/prepare-example"))
+        .arg(&state)
+        .arg(&test_harness::artifacts().cli)
+        .status()
+        .unwrap();
+    assert!(status.success(), "scripts/prepare-example failed");
+    let broker = Broker::try_start_in(dir, config).unwrap_or_else(|f| panic!("{f}"));
     assert!(broker.log().contains("mqseal: plugin 0.1.0 loaded"), "{}", broker.log());
     let mut sub = MosquittoSub::start(broker.port(), "example/topic", &[]).expect("subscribe");
     let out = mosquitto_pub(broker.port(), &["-t", "example/topic", "-m", "hello"]);

@@ -123,7 +123,8 @@ impl std::fmt::Debug for CompiledPolicy {
 /// First levels a group topic may not start with: the broker's own `$SYS`
 /// tree (the broker publishes there itself, unsigned) and `$share` (a topic
 /// filter starting with it would read as a shared subscription).
-const RESERVED_FIRST_LEVELS: &[&str] = &["$SYS", "$share"];
+/// `$mqseal` is mqseal's own control prefix (see engine::RESERVED_PREFIX).
+const RESERVED_FIRST_LEVELS: &[&str] = &["$SYS", "$share", "$mqseal"];
 
 impl CompiledPolicy {
     pub(super) fn build(policy: &Policy, origin: &str) -> Result<CompiledPolicy, PolicyError> {
