@@ -248,6 +248,24 @@ impl OwnClient {
         }
     }
 
+    /// Waits until the broker closes this connection (a kick); Ok carries the error seen.
+    pub fn wait_disconnected(&mut self, timeout: Duration) -> Result<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(Err(e)) => return Ok(e),
+                Err(RecvTimeoutError::Disconnected) => return Ok("event loop ended".into()),
+                Ok(Ok(event)) => {
+                    if matches!(event, Event::Incoming(Packet::Publish(_))) {
+                        self.pending.push(event);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => return Err("still connected".into()),
+            }
+        }
+    }
+
     pub fn disconnect(self) {
         let _ = self.client.disconnect();
     }

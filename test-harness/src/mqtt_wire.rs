@@ -68,3 +68,58 @@ pub fn connack_code(port: u16, client_id: &str, timeout: Duration) -> std::io::R
     let _ = stream.write_all(&[0xe0, 0x00]);
     Ok(connack[3])
 }
+
+/// A last will carried in a CONNECT packet.
+pub struct Will<'a> {
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub qos: u8,
+    pub retain: bool,
+}
+
+/// An MQTT 3.1.1 CONNECT packet with a will (clean session, keepalive 30 s).
+pub fn connect_packet_with_will(client_id: &str, username: Option<&str>, password: Option<&[u8]>, will: &Will<'_>) -> Vec<u8> {
+    let mut body = Vec::new();
+    utf8_field(b"MQTT", &mut body);
+    body.push(4); // protocol level 3.1.1
+    let mut flags = 0x02 | 0x04 | ((will.qos & 0x03) << 3); // clean session, will flag, will QoS
+    if will.retain {
+        flags |= 0x20;
+    }
+    if username.is_some() {
+        flags |= 0x80;
+    }
+    if password.is_some() {
+        flags |= 0x40;
+    }
+    body.push(flags);
+    body.extend_from_slice(&30u16.to_be_bytes());
+    utf8_field(client_id.as_bytes(), &mut body);
+    utf8_field(will.topic.as_bytes(), &mut body);
+    utf8_field(will.payload, &mut body);
+    if let Some(u) = username {
+        utf8_field(u.as_bytes(), &mut body);
+    }
+    if let Some(p) = password {
+        utf8_field(p, &mut body);
+    }
+    let mut packet = vec![0x10];
+    remaining_length(body.len(), &mut packet);
+    packet.extend_from_slice(&body);
+    packet
+}
+
+/// Connects with a will and returns the open socket (after a successful CONNACK),
+/// so the caller can drop it without DISCONNECT: the broker then sends the will.
+pub fn connect_with_will(port: u16, client_id: &str, username: Option<&str>, will: &Will<'_>, timeout: Duration) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(&connect_packet_with_will(client_id, username, None, will))?;
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack)?;
+    if connack[0] != 0x20 || connack[1] != 0x02 || connack[3] != 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("connection refused: {connack:02x?}")));
+    }
+    Ok(stream)
+}
