@@ -157,3 +157,172 @@ fn a_log_written_under_traffic_verifies_and_records_every_decision_without_plain
         assert_eq!(r["index"].as_u64(), Some(i as u64), "{r}");
     }
 }
+
+/// The lines a child writes to `stream`, one by one.
+fn lines_of(stream: impl std::io::Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// `mqseal pub` as `device` to the broker, `count` sealed messages.
+fn mqseal_pub(fleet: &Fleet, port: u16, device: &str, count: u64, interval_ms: u64) -> Command {
+    let mut command = Command::new(&artifacts().cli);
+    command
+        .args(["pub", "--device", fleet.device_dir(device).to_str().unwrap(), "-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-t", TOPIC, "-m", "reading", "-q", "1", "--count", &count.to_string(), "--interval-ms", &interval_ms.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+fn count_in_log(broker: &Broker, kind: &str) -> usize {
+    let needle = format!("\"kind\":\"{kind}\"");
+    std::fs::read_to_string(broker.path("audit.jsonl")).unwrap_or_default().matches(&needle).count()
+}
+
+#[test]
+fn sigkill_mid_traffic_then_restart_leaves_a_log_that_verifies() {
+    let fleet = sensor_fleet();
+    let config = fleet
+        .broker_config("allow")
+        .option("checkpoint_every", "7")
+        .option("checkpoint_interval_secs", "1")
+        .option("audit_batch_ms", "5");
+    let mut broker = Broker::start(config);
+
+    let mut publisher = mqseal_pub(&fleet, broker.port(), "alice", 5000, 2).spawn().expect("run mqseal pub");
+    let flowing = wait_until(Duration::from_secs(15), || count_in_log(&broker, "publish.accepted") >= 30);
+    assert!(flowing, "traffic never reached the log\nbroker log:\n{}", broker.log());
+    assert!(publisher.try_wait().expect("wait").is_none(), "the publisher finished before the kill: not mid-traffic");
+    broker.kill9();
+    // The publisher loses its connection; it must not outlive the test.
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    let accepted_before = count_in_log(&broker, "publish.accepted");
+
+    broker.restart().unwrap_or_else(|failure| panic!("restart after SIGKILL: {failure}"));
+    let out = mqseal_pub(&fleet, broker.port(), "alice", 5, 0).output().expect("run mqseal pub");
+    assert!(out.status.success(), "publish after restart: {}\nbroker log:\n{}", text(&out.stderr), broker.log());
+    let status = broker.stop().expect("broker was running");
+    assert!(status.success(), "broker exit {status:?}\n{}", broker.log());
+
+    assert_verifies(&fleet, &broker, None);
+    let all = records(&broker.path("audit.jsonl"));
+    assert_eq!(of_kind(&all, "plugin.start").len(), 2, "the restart must show as a second plugin.start");
+    // Only the second run stopped cleanly.
+    assert_eq!(of_kind(&all, "plugin.stop").len(), 1);
+    let accepted = of_kind(&all, "publish.accepted").len();
+    assert!(accepted >= accepted_before + 5, "{accepted} accepted, {accepted_before} before the kill");
+    let recovered = of_kind(&all, "log.recovered");
+    eprintln!("{} records, {accepted} accepted, {} log.recovered", all.len(), recovered.len());
+}
+
+#[test]
+fn audit_tail_follow_shows_a_new_publish_within_a_second() {
+    let fleet = sensor_fleet();
+    let broker = Broker::start(fleet.broker_config("allow"));
+    // One record to show first: once it is printed, tail is following.
+    publish_raw(&broker, "alice", "alice-first", &fleet.seal("alice", TOPIC, b"first"));
+    assert!(
+        wait_until(Duration::from_secs(5), || count_in_log(&broker, "publish.accepted") == 1),
+        "first publish not logged\n{}",
+        broker.log()
+    );
+    let log = broker.path("audit.jsonl");
+    let mut tail = Command::new(&artifacts().cli)
+        .args(["audit", "tail", log.to_str().unwrap(), "-f", "--json", "--kind", "publish.accepted", "-n", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mqseal audit tail");
+    let lines = lines_of(tail.stdout.take().unwrap());
+    let stderr = lines_of(tail.stderr.take().unwrap());
+    let fail = |what: &str| -> ! {
+        let err: Vec<String> = stderr.try_iter().collect();
+        panic!("{what}; tail stderr: {}", err.join("\n"))
+    };
+    let first = lines.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| fail("tail printed nothing"));
+    let first: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+    assert_eq!(first["kind"], "publish.accepted", "{first}");
+
+    for n in 0..3 {
+        let envelope = fleet.seal("alice", TOPIC, format!("live {n}").as_bytes());
+        let started = Instant::now();
+        publish_raw(&broker, "alice", &format!("alice-live-{n}"), &envelope);
+        let line = lines
+            .recv_timeout(Duration::from_secs(1).saturating_sub(started.elapsed()))
+            .unwrap_or_else(|_| fail(&format!("no record for publish {n} within a second")));
+        let waited = started.elapsed();
+        let record: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert_eq!(record["kind"], "publish.accepted", "{record}");
+        assert_eq!(record["facts"]["envelope_sha256"], to_hex(&sha256(&envelope)).as_str(), "{record}");
+        assert_eq!(record["facts"]["client"], format!("alice-live-{n}").as_str(), "{record}");
+        eprintln!("publish {n}: shown by tail after {waited:?}");
+    }
+    assert!(tail.try_wait().expect("wait").is_none(), "tail exited early");
+    let _ = tail.kill();
+    let _ = tail.wait();
+}
+
+#[test]
+fn truncation_is_caught_against_a_checkpoint_kept_elsewhere() {
+    let fleet = sensor_fleet();
+    let config = fleet.broker_config("allow").option("checkpoint_every", "5").option("checkpoint_interval_secs", "1");
+    let mut broker = Broker::start(config);
+    let checkpoint = broker.path("audit.jsonl.checkpoint");
+    // What the attacker keeps: the checkpoint signed at start, before any traffic.
+    assert!(wait_until(Duration::from_secs(5), || checkpoint.exists()), "no checkpoint at start");
+    let early = fleet.path("attacker-early.checkpoint");
+    std::fs::copy(&checkpoint, &early).unwrap();
+    let early_size = checkpoint_size(&early);
+
+    for n in 0..6 {
+        publish_raw(&broker, "alice", &format!("alice-a{n}"), &fleet.seal("alice", TOPIC, b"before"));
+    }
+    // The auditor's copy, taken once the traffic above is sealed.
+    assert!(
+        wait_until(Duration::from_secs(5), || checkpoint_size(&checkpoint) >= early_size + 6),
+        "checkpoint did not advance past the traffic"
+    );
+    let kept = fleet.path("kept.checkpoint");
+    std::fs::copy(&checkpoint, &kept).unwrap();
+    let kept_size = checkpoint_size(&kept);
+
+    for n in 0..6 {
+        publish_raw(&broker, "alice", &format!("alice-b{n}"), &fleet.seal("alice", TOPIC, b"after"));
+    }
+    let status = broker.stop().expect("broker was running");
+    assert!(status.success(), "broker exit {status:?}\n{}", broker.log());
+    // Control: the untouched log is consistent with the kept checkpoint.
+    assert_verifies(&fleet, &broker, Some(&kept));
+
+    // The attacker cuts the log back below the kept checkpoint and puts back the
+    // only checkpoint that still matches (the early one), hiding the later ones.
+    let log = broker.path("audit.jsonl");
+    let body = std::fs::read_to_string(&log).unwrap();
+    let keep_lines = (kept_size - 2) as usize;
+    assert!(keep_lines as u64 >= early_size, "kept {kept_size}, early {early_size}");
+    let cut: String = body.split_inclusive('\n').take(keep_lines).collect();
+    std::fs::write(&log, cut).unwrap();
+    std::fs::copy(&early, &checkpoint).unwrap();
+    std::fs::copy(&early, broker.path("audit.jsonl.checkpoints")).unwrap();
+
+    // Without the kept checkpoint the cut log looks sound...
+    let alone = verify(&fleet, &log, None);
+    assert_eq!(alone.status.code(), Some(0), "the doctored log alone should look sound: {}", text(&alone.stdout));
+    // ...the kept checkpoint exposes it.
+    let out = verify(&fleet, &log, Some(&kept));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "truncation must be caught:\nstdout: {stdout}\nstderr: {}", text(&out.stderr));
+    let line = stdout.lines().find(|l| l.starts_with("FAIL")).unwrap_or_else(|| panic!("no FAIL line: {stdout}"));
+    eprintln!("{line}");
+}
