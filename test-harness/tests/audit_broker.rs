@@ -326,3 +326,42 @@ fn truncation_is_caught_against_a_checkpoint_kept_elsewhere() {
     let line = stdout.lines().find(|l| l.starts_with("FAIL")).unwrap_or_else(|| panic!("no FAIL line: {stdout}"));
     eprintln!("{line}");
 }
+
+#[test]
+fn a_torn_last_line_left_by_sigkill_is_cut_and_recorded_at_restart() {
+    let fleet = sensor_fleet();
+    let mut broker = Broker::start(fleet.broker_config("allow").option("checkpoint_every", "7"));
+    let mut publisher = mqseal_pub(&fleet, broker.port(), "alice", 5000, 2).spawn().expect("run mqseal pub");
+    let flowing = wait_until(Duration::from_secs(15), || count_in_log(&broker, "publish.accepted") >= 10);
+    assert!(flowing, "traffic never reached the log\nbroker log:\n{}", broker.log());
+    broker.kill9();
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+
+    // A write the kill interrupted: half a record, no newline. (Whether a real
+    // kill tears a line is luck; this makes the torn tail certain.)
+    let log = broker.path("audit.jsonl");
+    let mut damaged = std::fs::read(&log).unwrap();
+    // If the kill itself tore a line, the cut starts there.
+    let intact_len = damaged.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let intact = damaged[..intact_len].to_vec();
+    damaged.extend_from_slice(br#"{"facts":{"client":"alice-torn","envelope_sha256":"00"#);
+    let torn_len = damaged.len() - intact_len;
+    std::fs::write(&log, &damaged).unwrap();
+
+    broker.restart().unwrap_or_else(|failure| panic!("restart with a torn tail: {failure}"));
+    let status = broker.stop().expect("broker was running");
+    assert!(status.success(), "broker exit {status:?}\n{}", broker.log());
+
+    assert_verifies(&fleet, &broker, None);
+    let after = std::fs::read(&log).unwrap();
+    assert!(after.starts_with(&intact), "the intact records before the torn line changed");
+    assert!(!text(&after).contains("alice-torn"), "the torn bytes are still in the log");
+    let all = records(&log);
+    let recovered = of_kind(&all, "log.recovered");
+    assert_eq!(recovered.len(), 1, "no log.recovered record: {recovered:#?}");
+    let facts = &recovered[0]["facts"];
+    assert_eq!(facts["cut_offset"].as_u64(), Some(intact.len() as u64), "{}", recovered[0]);
+    assert_eq!(facts["cut_bytes"].as_u64(), Some(torn_len as u64), "{}", recovered[0]);
+    assert_eq!(of_kind(&all, "plugin.start").len(), 2);
+}
