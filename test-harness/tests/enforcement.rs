@@ -128,6 +128,11 @@ fn a_non_member_can_neither_publish_nor_subscribe() {
     // MQTT 3.1.1: silently dropped (mosquitto_pub succeeds, nobody receives it).
     publish(&broker, "eve", "eve-v311", "sensors/t", &own_envelope, &[]);
     assert_publish_denied(&broker, "eve-v311", "sensors/t", "not-a-publisher");
+    for qos in ["0", "2"] {
+        let client_id = format!("eve-qos{qos}");
+        publish(&broker, "eve", &client_id, "sensors/t", &own_envelope, &["-q", qos]);
+        assert_publish_denied(&broker, &client_id, "sensors/t", "not-a-publisher");
+    }
     let alices = fleet.seal("alice", "sensors/t", b"alice's");
     publish(&broker, "eve", "eve-copy", "sensors/t", &alices, &[]);
     assert_publish_denied(&broker, "eve-copy", "sensors/t", "sender-mismatch");
@@ -147,6 +152,8 @@ fn a_non_member_can_neither_publish_nor_subscribe() {
     assert!(broker.log().contains("denied SUBSCRIBE from client 'eve-share' to '$share/g/sensors/#': not-a-reader"), "{}", broker.log());
     let mut own = OwnClient::connect(broker.port(), "eve-own", Some(("eve", ""))).expect("eve connects");
     assert!(!own.subscribe("sensors/+", 1).unwrap(), "SUBACK failure for our client too");
+    // A member with the `pub` role only cannot read either.
+    refused_subscription(&broker, "alice", "alice-sub", "sensors/#");
 }
 
 #[test]
@@ -165,6 +172,18 @@ fn a_hash_subscriber_outside_the_group_gets_unprotected_traffic_only() {
     expect_next(&mut eve, "plain/t", b"public");
     expect_next(&mut wildcard, "plain/t", b"public");
     assert!(eve.next_message(QUIET).is_none(), "{}", eve.output());
+
+    // Retained messages (ACL read at subscribe time): a late `#` gets only the unprotected one.
+    let retained = fleet.seal("alice", "sensors/r", b"retained secret");
+    publish(&broker, "alice", "alice-retain", "sensors/r", &retained, &["-r"]);
+    expect_next(&mut bob, "sensors/r", &retained);
+    publish(&broker, "anyone", "plain-retain", "plain/r", b"retained public", &["-r"]);
+    let mut late = MosquittoSub::start(broker.port(), "#", &["-u", "eve", "-i", "eve-late"]).expect("# is allowed");
+    let mut got = Vec::new();
+    while let Some(message) = late.next_message(QUIET) {
+        got.push((message.topic, message.retained));
+    }
+    assert_eq!(got, vec![("plain/r".to_string(), true)], "{}", late.output());
 }
 
 #[test]
@@ -175,6 +194,9 @@ fn plaintext_and_tampered_envelopes_from_a_member_are_denied() {
 
     publish_v5(&broker, "alice", "alice-plain", "sensors/t", b"{\"temp\": 21.5}", false);
     assert_publish_denied(&broker, "alice-plain", "sensors/t", "not-sign1");
+
+    publish_v5(&broker, "alice", "alice-huge", "sensors/t", &vec![0xd2; 200_000], false);
+    assert_publish_denied(&broker, "alice-huge", "sensors/t", "too-large");
 
     let envelope = fleet.seal("alice", "sensors/t", b"21.5");
     // The signature is the last 64 bytes (a 64-byte bstr closes the COSE_Sign1).
@@ -249,6 +271,9 @@ fn an_old_epoch_envelope_after_the_grace_period_is_denied() {
     let broker = Broker::start(fleet.broker_config("allow"));
     let mut sub = bob_subscribes(&broker, "sensors/#", "bob-sub");
     let old = fleet.seal("alice", "sensors/t", b"old key");
+    let old_retained = fleet.seal("alice", "sensors/r", b"retained under the old key");
+    publish(&broker, "alice", "alice-retain", "sensors/r", &old_retained, &["-r"]);
+    expect_next(&mut sub, "sensors/r", &old_retained);
     let realm = fleet.realm().display().to_string();
     mqseal_ok(&["group", "rotate", "sensors", "--realm", &realm], None);
     fleet.install_policy(broker.dir());
@@ -261,6 +286,9 @@ fn an_old_epoch_envelope_after_the_grace_period_is_denied() {
     // With the new key (after joining again) alice gets through.
     fleet.join("alice").join("bob");
     sentinel(&fleet, &broker, &mut sub, "sensors/t");
+    // The retained message of the expired epoch is no longer delivered (checked at delivery).
+    let mut late = bob_subscribes(&broker, "sensors/r", "bob-late");
+    assert!(late.next_message(QUIET).is_none(), "{}", late.output());
 }
 
 #[test]
@@ -413,6 +441,9 @@ fn a_client_id_with_wildcards_is_refused() {
     refused_subscription(&broker, "bob", "bob#sub", "sensors/#");
     assert!(broker.wait_for_log("refused Subscribe on 'sensors/#' by client 'bob#sub': bad-client-id", WAIT), "{}", broker.log());
     refused_subscription(&broker, "bob", "bob+sub", "plain/#");
+    // A username with a pattern character, likewise.
+    refused_subscription(&broker, "bob/x", "bob-slash", "plain/#");
+    assert!(broker.wait_for_log("refused Subscribe on 'plain/#' by client 'bob-slash': bad-username", WAIT), "{}", broker.log());
     // The envelope itself was never accepted: its sequence number is still unused.
     publish_v5(&broker, "alice", "alice-1", "sensors/t", &envelope, true);
     expect_next(&mut sub, "sensors/t", &envelope);
