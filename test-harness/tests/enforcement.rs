@@ -14,7 +14,7 @@ use std::time::Duration;
 use test_harness::clients::{mosquitto_pub, MosquittoSub, OwnClient};
 use test_harness::fleet::mqseal_ok;
 use test_harness::mqtt_wire::{self, Will};
-use test_harness::{Broker, BrokerConfig, Fleet};
+use test_harness::{Broker, Fleet};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// How long to watch for a message that must not come (no sentinel possible).
@@ -476,4 +476,14 @@ fn chained_with_an_acl_file_unprotected_topics_defer_and_protected_ones_stay_enf
     sentinel(&fleet, &broker, &mut sub, "sensors/t");
     publish(&broker, "eve", "eve-open-pub2", "open/y", b"after", &[]);
     expect_next(&mut hash, "open/y", b"after");
+}
+
+#[test]
+fn mqseals_reserved_topic_prefix_is_closed_to_clients() {
+    let fleet = sensor_fleet(3600);
+    let broker = Broker::start(fleet.broker_config("allow"));
+    publish_v5(&broker, "alice", "alice-reserved", "$mqseal/policy", b"{}", false);
+    assert_publish_denied(&broker, "alice-reserved", "$mqseal/policy", "reserved-topic");
+    refused_subscription(&broker, "bob", "bob-reserved", "$mqseal/#");
+    assert!(broker.wait_for_log("denied SUBSCRIBE from client 'bob-reserved' to '$mqseal/#': reserved-topic", WAIT), "{}", broker.log());
 }
