@@ -52,6 +52,9 @@ impl DenyReason {
     pub const NOT_A_READER: DenyReason = DenyReason("not-a-reader");
     /// The sequence number is not above the last one accepted from that sender.
     pub const REPLAY: DenyReason = DenyReason("replay");
+    /// After a crash: sealed before the restart by a sender with no newer message
+    /// accepted since (its last accepted numbers may be missing from the window).
+    pub const SEALED_BEFORE_CRASH: DenyReason = DenyReason("sealed-before-crash");
     /// The topic is under mqseal's reserved prefix.
     pub const RESERVED_TOPIC: DenyReason = DenyReason("reserved-topic");
     /// A client id containing `+`, `#` or `/`, which could widen another plugin's patterns.

@@ -40,6 +40,12 @@ pub const RESERVED_PREFIX: &str = "$mqseal/";
 /// again, not even after a restart.
 pub const POLICY_VERSION_FILE: &str = "policy-version";
 
+/// In the state directory while no broker runs: written at clean shutdown,
+/// removed at start. Missing at start (with an existing audit log) means the
+/// last run crashed, and the replay window may miss the last accepted publishes
+/// (their audit records were still queued in memory).
+pub const CLEAN_SHUTDOWN_MARKER: &str = "clean-shutdown";
+
 /// At most this many denial lines per second reach the broker log; the rest are
 /// counted and summarised, so a flood cannot flood the log too.
 const LOG_LINES_PER_SECOND: u32 = 20;
@@ -113,6 +119,12 @@ pub struct Engine {
     /// Group id → highest key epoch seen in an accepted publish.
     epochs_seen: HashMap<Box<str>, u64>,
     pending_kicks: Vec<Kick>,
+    /// After a crash: envelopes sealed before this moment (Unix ms) are refused
+    /// from a sender until one of its newer messages has been accepted, because
+    /// the replay window may have lost that sender's last accepted numbers.
+    crash_floor_ms: Option<u64>,
+    /// Senders with a message accepted since the start (only kept after a crash).
+    fresh_senders: std::collections::HashSet<Box<str>>,
     stats: Stats,
     log_window: (Instant, u32),
     last_housekeeping: Instant,
@@ -171,6 +183,19 @@ impl Engine {
         // After the audit log is open: opening repairs a torn tail first.
         let (replay, restored) =
             ReplayWindow::restore(&config.state_dir, &config.audit_log).map_err(StartError::Replay)?;
+        let marker = config.state_dir.join(CLEAN_SHUTDOWN_MARKER);
+        let clean_before = marker.exists();
+        if clean_before {
+            std::fs::remove_file(&marker).map_err(|e| StartError::Replay(format!("cannot remove {}: {e}", marker.display())))?;
+        }
+        let crash_floor_ms = (!clean_before && !report.created).then(now_ms);
+        if crash_floor_ms.is_some() {
+            host.log(
+                LogLevel::Warning,
+                "the last run did not shut down cleanly: envelopes sealed before now are refused from each sender \
+                 until it has a newer message accepted (replay protection across the crash)",
+            );
+        }
         host.log(
             LogLevel::Info,
             &format!(
@@ -202,6 +227,8 @@ impl Engine {
             last_login: HashMap::new(),
             epochs_seen: HashMap::new(),
             pending_kicks: Vec::new(),
+            crash_floor_ms,
+            fresh_senders: Default::default(),
             stats: Stats::default(),
             log_window: (Instant::now(), 0),
             last_housekeeping: Instant::now(),
@@ -443,6 +470,11 @@ impl Engine {
         if self.replay.check(header.sender, header.seq).is_err() {
             return self.deny_with_header(client, topic, DenyReason::REPLAY, header, payload);
         }
+        if let Some(floor) = self.crash_floor_ms {
+            if header.timestamp_ms < floor && !self.fresh_senders.contains(header.sender) {
+                return self.deny_with_header(client, topic, DenyReason::SEALED_BEFORE_CRASH, header, payload);
+            }
+        }
         if let Err(e) = parsed.verify_signature(topic, self.policy.verifying_key(sender)) {
             return self.deny_with_header(client, topic, DenyReason(e.reason()), header, payload);
         }
@@ -462,6 +494,9 @@ impl Engine {
             return self.deny_with_header(client, topic, DenyReason::AUDIT_UNAVAILABLE, header, payload);
         }
         self.replay.accept(header.sender, header.seq);
+        if self.crash_floor_ms.is_some() && !self.fresh_senders.contains(header.sender) {
+            self.fresh_senders.insert(header.sender.into());
+        }
         self.note_epoch(group, header.epoch);
         self.stats.publishes_accepted += 1;
         if path == PublishPath::AclWrite {
@@ -679,8 +714,16 @@ impl Engine {
         for problem in &report.problems {
             self.host.log(LogLevel::Error, &format!("audit log: {problem}"));
         }
-        if let Err(problem) = self.replay.save(&self.config.state_dir, report.stats.last_index) {
-            self.host.log(LogLevel::Error, &problem);
+        match self.replay.save(&self.config.state_dir, report.stats.last_index) {
+            // Only a complete snapshot makes the next start a clean one.
+            Ok(()) if report.stats.records_lost == 0 && !report.stats.failed => {
+                let marker = self.config.state_dir.join(CLEAN_SHUTDOWN_MARKER);
+                if let Err(e) = crate::keys::write_atomic(&marker, b"", 0o644, crate::keys::Overwrite::Allow) {
+                    self.host.log(LogLevel::Error, &format!("cannot write {}: {e}", marker.display()));
+                }
+            }
+            Ok(()) => {}
+            Err(problem) => self.host.log(LogLevel::Error, &problem),
         }
         let denied: u64 = self.stats.publishes_denied.values().sum();
         self.host.log(

@@ -9,10 +9,13 @@
 //! reflected here"; start-up loads it and rolls forward over the records after I.
 //! After a crash the snapshot is older, and more records are rolled forward.
 //!
-//! What a power cut can lose: the audit records not yet fsynced (at most one
-//! group-commit window, `audit_batch_ms`, with `audit_durability fsync`). A message
-//! accepted in that window could be replayed once after the restart. Stricter
-//! deployments shorten the window; see docs/AUDIT.md.
+//! What a crash can lose: the audit records of the last accepted publishes that
+//! were still queued in memory or not yet fsynced. The engine covers that gap:
+//! after a start without the clean-shutdown marker, it refuses envelopes sealed
+//! before the restart from each sender until that sender has a newer message
+//! accepted (`sealed-before-crash`; see engine::CLEAN_SHUTDOWN_MARKER). This needs
+//! device clocks that are roughly right (NTP); a device whose clock lags is
+//! refused until its clock passes the restart time.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -487,3 +487,34 @@ fn mqseals_reserved_topic_prefix_is_closed_to_clients() {
     refused_subscription(&broker, "bob", "bob-reserved", "$mqseal/#");
     assert!(broker.wait_for_log("denied SUBSCRIBE from client 'bob-reserved' to '$mqseal/#': reserved-topic", WAIT), "{}", broker.log());
 }
+
+#[test]
+fn an_envelope_accepted_just_before_a_crash_cannot_be_replayed_after_it() {
+    // The last accepted publishes may be missing from the replay window after a
+    // SIGKILL (their audit records were still queued). Repeat, since the race
+    // only sometimes loses the record.
+    let fleet = sensor_fleet(3600);
+    let mut broker = Broker::start(fleet.broker_config("allow"));
+    for round in 0..4 {
+        let envelope = fleet.seal("alice", "sensors/t", format!("round {round}").as_bytes());
+        publish_v5(&broker, "alice", &format!("alice-{round}"), "sensors/t", &envelope, true);
+        broker.kill9();
+        broker.restart().expect("restart after SIGKILL");
+        assert!(broker.log().contains("did not shut down cleanly"), "{}", broker.log());
+        let replayer = format!("replay-{round}");
+        publish_v5(&broker, "alice", &replayer, "sensors/t", &envelope, false);
+        let denied = broker.log().lines().any(|l| {
+            l.contains(&format!("denied PUBLISH from client '{replayer}'"))
+                && (l.contains("sealed-before-crash") || l.contains(": replay"))
+        });
+        assert!(denied, "replay after crash not denied in round {round}:\n{}", broker.log());
+        // A newer message from alice is accepted as usual, and then the old one is a plain replay.
+        let newer = fleet.seal("alice", "sensors/t", b"newer");
+        publish_v5(&broker, "alice", &format!("alice-newer-{round}"), "sensors/t", &newer, true);
+        publish_v5(&broker, "alice", &format!("replay-again-{round}"), "sensors/t", &envelope, false);
+        assert_publish_denied(&broker, &format!("replay-again-{round}"), "sensors/t", "replay");
+    }
+    // A clean restart is not treated as a crash.
+    broker.restart().expect("clean restart");
+    assert!(!broker.log().contains("did not shut down cleanly"), "{}", broker.log());
+}
