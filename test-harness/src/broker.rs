@@ -24,6 +24,8 @@ pub struct BrokerConfig {
     pub with_plugin: bool,
     /// `plugin_opt_*` options, names without the prefix, in order.
     pub plugin_options: Vec<(String, String)>,
+    /// Raw config lines that must come before the listener (e.g. per_listener_settings).
+    pub leading_lines: Vec<String>,
     /// Raw config lines added before the plugin line (password_file, acl_file, ...).
     pub extra_lines: Vec<String>,
     /// Lines added after the plugin's (e.g. a second plugin, to test chaining).
@@ -38,6 +40,7 @@ impl Default for BrokerConfig {
         BrokerConfig {
             with_plugin: true,
             plugin_options: Vec::new(),
+            leading_lines: Vec::new(),
             extra_lines: Vec::new(),
             trailing_lines: Vec::new(),
             allow_anonymous: true,
@@ -163,6 +166,10 @@ impl Broker {
         let dir = self.dir.path().display().to_string();
         let mut conf = String::new();
         conf.push_str("# written by test-harness\n");
+        for line in &config.leading_lines {
+            conf.push_str(&line.replace("{dir}", &dir));
+            conf.push('\n');
+        }
         conf.push_str(&format!("listener {} 127.0.0.1\n", self.port));
         conf.push_str(&format!("allow_anonymous {}\n", config.allow_anonymous));
         conf.push_str("persistence false\nlog_dest stderr\nlog_type all\nset_tcp_nodelay true\n");

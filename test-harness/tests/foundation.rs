@@ -123,3 +123,35 @@ fn missing_required_option_and_bad_value_stop_the_broker() {
     expect_refusal(BrokerConfig::mqseal("allow").without_option("policy"), "policy", "required");
     expect_refusal(BrokerConfig::mqseal("sometimes"), "unprotected", "'sometimes' is not one of allow | deny | defer");
 }
+
+#[test]
+fn two_listeners_with_per_listener_settings_each_get_their_own_instance() {
+    // Instance 1 (the harness's listener) allows unprotected topics; instance 2, on a
+    // second listener with its own audit log and state, denies them.
+    let port2 = test_harness::broker::free_port();
+    let mut config = BrokerConfig::mqseal("allow").file("l2/.keep", "");
+    config.leading_lines.push("per_listener_settings true".into());
+    let plugin = test_harness::artifacts().plugin.display().to_string();
+    let mut second = vec![format!("listener {port2} 127.0.0.1"), "allow_anonymous true".into(), format!("plugin {plugin}")];
+    for (name, value) in &config.plugin_options {
+        let value = match name.as_str() {
+            "audit_log" => "{dir}/l2/audit.jsonl".to_string(),
+            "unprotected" => "deny".to_string(),
+            _ => value.clone(),
+        };
+        second.push(format!("plugin_opt_{name} {value}"));
+    }
+    config.trailing_lines.extend(second);
+    let broker = Broker::start(config);
+    assert_eq!(broker.log().matches("mqseal: plugin 0.1.0 loaded").count(), 2, "{}", broker.log());
+    assert!(broker.log().contains("unprotected Allow") && broker.log().contains("unprotected Deny"), "{}", broker.log());
+
+    let mut sub = MosquittoSub::start(broker.port(), "plain/a", &[]).expect("instance 1 allows");
+    let out = mosquitto_pub(broker.port(), &["-t", "plain/a", "-m", "one"]);
+    assert!(out.status.success());
+    assert_eq!(sub.next_message(WAIT).expect("delivered on listener 1").payload, b"one");
+
+    let refused = MosquittoSub::start(port2, "plain/a", &[]).err().expect("instance 2 denies");
+    assert!(refused.contains("denied"), "{refused}");
+    assert!(broker.path("l2/audit.jsonl").exists(), "instance 2 writes its own audit log");
+}
