@@ -65,6 +65,11 @@ fn bad_filters_name_the_topic_index() {
     let (field, problem) = field_error(&p);
     assert_eq!(field, "groups.hsu0001.topics[0]");
     assert!(problem.contains("reserved"), "{problem}");
+    // mqseal's own control prefix cannot be owned by a group either.
+    p.groups.get_mut("hsu0001").unwrap().topics = vec!["$mqseal/identity/#".into()];
+    let (field, problem) = field_error(&p);
+    assert_eq!(field, "groups.hsu0001.topics[0]");
+    assert!(problem.contains("'$mqseal'") && problem.contains("reserved"), "{problem}");
 }
 
 #[test]
