@@ -93,6 +93,8 @@ pub struct PluginConfig {
     pub audit_rotate_bytes: u64,
     /// `audit_on_broken_chain`: refuse | new-file.
     pub audit_start_new_on_broken_chain: bool,
+    /// `audit_origin`: the log's name in its checkpoints (default: derived from the broker key).
+    pub audit_origin: Option<String>,
 }
 
 /// A configuration problem, always naming the option it concerns.
@@ -137,6 +139,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("audit_queue_full", "deny | block: what a full queue does to the event (default deny)"),
     ("audit_rotate_bytes", "start a new log file past this size, 0 = never (default 67108864)"),
     ("audit_on_broken_chain", "refuse | new-file: a log broken before its tail (default refuse)"),
+    ("audit_origin", "the audit log's name in its checkpoints (default: mqseal/audit-<hash of the broker key>)"),
 ];
 
 impl PluginConfig {
@@ -213,6 +216,7 @@ impl PluginConfig {
                 ("refuse", false),
                 ("new-file", true),
             ])?,
+            audit_origin: get("audit_origin").map(|v| non_empty("audit_origin", v).map(str::to_string)).transpose()?,
         })
     }
 }

@@ -119,6 +119,8 @@ pub struct Engine {
     /// Group id → highest key epoch seen in an accepted publish.
     epochs_seen: HashMap<Box<str>, u64>,
     pending_kicks: Vec<Kick>,
+    /// Held for the engine's life: one writer per audit log (`<audit_log>.lock`).
+    _audit_lock: std::fs::File,
     /// After a crash: envelopes sealed before this moment (Unix ms) are refused
     /// from a sender until one of its newer messages has been accepted, because
     /// the replay window may have lost that sender's last accepted numbers.
@@ -156,6 +158,7 @@ impl Engine {
             )));
         }
         write_policy_version(&config.state_dir, policy.version()).map_err(StartError::Replay)?;
+        let audit_lock = lock_audit_log(&config.audit_log).map_err(StartError::Audit)?;
         let broker_key = crate::audit::keyfile::load_signing_key(&config.broker_key)
             .map_err(|e| StartError::BrokerKey(e.to_string()))?;
         let (audit, report) =
@@ -227,6 +230,7 @@ impl Engine {
             last_login: HashMap::new(),
             epochs_seen: HashMap::new(),
             pending_kicks: Vec::new(),
+            _audit_lock: audit_lock,
             crash_floor_ms,
             fresh_senders: Default::default(),
             stats: Stats::default(),
@@ -763,4 +767,22 @@ fn write_policy_version(state_dir: &Path, version: u64) -> Result<(), String> {
     let path = state_dir.join(POLICY_VERSION_FILE);
     crate::keys::write_atomic(&path, format!("{version}\n").as_bytes(), 0o644, crate::keys::Overwrite::Allow)
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Takes an exclusive advisory lock beside the audit log, so that two brokers (or
+/// two listener instances) never append to one log and fork its chain.
+fn lock_audit_log(audit_log: &Path) -> Result<std::fs::File, String> {
+    let mut name = audit_log.as_os_str().to_owned();
+    name.push(".lock");
+    let path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        format!("{} is in use by another broker or listener (lock {} held)", audit_log.display(), path.display())
+    })?;
+    Ok(file)
 }

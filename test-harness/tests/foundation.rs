@@ -155,3 +155,26 @@ fn two_listeners_with_per_listener_settings_each_get_their_own_instance() {
     assert!(refused.contains("denied"), "{refused}");
     assert!(broker.path("l2/audit.jsonl").exists(), "instance 2 writes its own audit log");
 }
+
+#[test]
+fn two_instances_on_one_audit_log_refuse_to_start() {
+    // A second listener's instance pointed at the same audit log would fork its chain.
+    let port2 = test_harness::broker::free_port();
+    let mut config = BrokerConfig::mqseal("allow");
+    config.leading_lines.push("per_listener_settings true".into());
+    let plugin = test_harness::artifacts().plugin.display().to_string();
+    let mut second = vec![format!("listener {port2} 127.0.0.1"), "allow_anonymous true".into(), format!("plugin {plugin}")];
+    second.extend(config.plugin_options.iter().map(|(name, value)| format!("plugin_opt_{name} {value}")));
+    config.trailing_lines.extend(second);
+    let failure = Broker::try_start(config).err().expect("the broker must refuse to start");
+    assert!(!failure.status.expect("exits").success());
+    assert!(failure.log.contains("refusing to start: plugin_opt_audit_log:") && failure.log.contains("lock"), "{}", failure.log);
+}
+
+#[test]
+fn the_audit_origin_option_names_the_log_in_its_checkpoints() {
+    let mut broker = Broker::start(BrokerConfig::mqseal("allow").option("audit_origin", "example.org/plant-7/audit"));
+    broker.stop();
+    let checkpoint = std::fs::read_to_string(broker.path("audit.jsonl.checkpoint")).unwrap();
+    assert_eq!(checkpoint.lines().next(), Some("example.org/plant-7/audit"), "{checkpoint}");
+}

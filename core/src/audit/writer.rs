@@ -93,7 +93,7 @@ impl From<&PluginConfig> for AuditConfig {
     fn from(c: &PluginConfig) -> Self {
         AuditConfig {
             path: c.audit_log.clone(),
-            origin: None,
+            origin: c.audit_origin.clone(),
             checkpoint_every: c.checkpoint_every,
             checkpoint_interval: c.checkpoint_interval,
             durability: c.audit_durability,
