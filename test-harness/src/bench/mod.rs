@@ -270,6 +270,12 @@ impl Report {
             self.ceiling_msgs_per_s,
             c / self.ceiling_msgs_per_s
         ));
+        if o.effective_rate().is_some() {
+            out.push_str(
+                "This run was rate-limited: msg/s is the offered rate, so the ratios and the ceiling fraction say \
+                 nothing about capacity (compare CPU µs/msg and latency instead).\n",
+            );
+        }
         out
     }
 
