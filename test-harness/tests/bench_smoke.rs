@@ -12,6 +12,7 @@ fn smoke(qos: u8) {
         payload: 128,
         rate: if qos == 1 { Some(5000.0) } else { None },
         verify_iterations: 20,
+        audit_durability: None,
     };
     let report = bench::run(&options).expect("bench runs");
     assert_eq!(report.rows.len(), 3, "three configurations");

@@ -36,11 +36,13 @@ pub struct BenchOptions {
     pub rate: Option<f64>,
     /// Iterations of the in-process Ed25519 verify microbenchmark.
     pub verify_iterations: usize,
+    /// `plugin_opt_audit_durability` for (c); None = the plugin's default (fsync).
+    pub audit_durability: Option<String>,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { messages: 20_000, publishers: 4, subscribers: 1, qos: 0, payload: 128, rate: None, verify_iterations: 20_000 }
+        BenchOptions { messages: 20_000, publishers: 4, subscribers: 1, qos: 0, payload: 128, rate: None, verify_iterations: 20_000, audit_durability: None }
     }
 }
 
@@ -220,7 +222,11 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
         make_work("open", "open/#", plain_payloads),
         options.payload.max(16),
     )?);
-    rows.push(measure("(c) mqseal, protected topic", fleet.broker_config("allow"), make_work("bench", "bench/#", sealed), envelope_bytes)?);
+    let mut protected = fleet.broker_config("allow");
+    if let Some(durability) = &options.audit_durability {
+        protected = protected.option("audit_durability", durability);
+    }
+    rows.push(measure("(c) mqseal, protected topic", protected, make_work("bench", "bench/#", sealed), envelope_bytes)?);
 
     let verify_us = measure_verify_us(options.verify_iterations)?;
     let ceiling_msgs_per_s = 1e6 / (rows[0].cpu_us_per_msg + verify_us);
@@ -236,13 +242,14 @@ impl Report {
     pub fn markdown(&self) -> String {
         let o = &self.options;
         let mut out = format!(
-            "{} messages, {} publishers, {} subscribers, QoS {}, {} B payload, rate {}\n\n",
+            "{} messages, {} publishers, {} subscribers, QoS {}, {} B payload, rate {}, audit durability {}\n\n",
             o.messages,
             o.publishers,
             o.subscribers,
             o.qos,
             o.payload,
             o.effective_rate().map_or("unlimited".to_string(), |r| format!("{r} msg/s")),
+            o.audit_durability.as_deref().unwrap_or("default (fsync)"),
         );
         out.push_str("| configuration | delivered | msg/s | vs (a) | p50 µs | p99 µs | max µs | broker CPU s | CPU µs/msg | wire payload B |\n");
         out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
@@ -297,7 +304,7 @@ impl Report {
         json!({
             "options": {
                 "messages": o.messages, "publishers": o.publishers, "subscribers": o.subscribers, "qos": o.qos,
-                "payload": o.payload, "rate": o.effective_rate(),
+                "payload": o.payload, "rate": o.effective_rate(), "audit_durability": o.audit_durability,
             },
             "rows": rows,
             "verify_us": self.verify_us,
@@ -329,9 +336,10 @@ pub fn parse_args(args: &[String]) -> Result<(BenchOptions, Option<String>, Opti
             "--payload" => o.payload = num(value()?)? as usize,
             "--rate" => o.rate = Some(num(value()?)?),
             "--verify-iterations" => o.verify_iterations = num(value()?)? as usize,
+            "--audit-durability" => o.audit_durability = Some(value()?),
             "--json" => json_out = Some(value()?),
             "--markdown" => md_out = Some(value()?),
-            other => return Err(anyhow!("unknown option '{other}' (see --messages --publishers --subscribers --qos --payload --rate --json --markdown)")),
+            other => return Err(anyhow!("unknown option '{other}' (see --messages --publishers --subscribers --qos --payload --rate --audit-durability --json --markdown)")),
         }
     }
     Ok((o, json_out, md_out))

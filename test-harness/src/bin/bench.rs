@@ -1,5 +1,5 @@
 //! `cargo run --release -p test-harness --bin bench -- [--messages N] [--publishers P]
-//! [--subscribers S] [--qos 0|1] [--payload 128|1024] [--rate R] [--json FILE] [--markdown FILE]`
+//! [--subscribers S] [--qos 0|1] [--payload 128|1024] [--rate R] [--audit-durability fsync|os] [--json FILE] [--markdown FILE]`
 //!
 //! Runs plain Mosquitto, mqseal on unprotected topics and mqseal on protected
 //! topics one after another and prints a Markdown table (see docs/PERFORMANCE.md).
