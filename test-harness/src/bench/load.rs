@@ -261,15 +261,65 @@ fn publisher(p: usize, mut stream: TcpStream, packets: Vec<Vec<u8>>, shared: Arc
 
 type SubResult = (u64, u64, Vec<f64>);
 
+/// Reads whole MQTT packets from a socket with a read timeout: bytes already
+/// received stay in the buffer when a read times out, so a timeout in the middle
+/// of a packet loses nothing (unlike `read_exact`).
+struct PacketReader {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl PacketReader {
+    /// The next complete packet: (first byte, body), or the read error (timeouts included).
+    fn next(&mut self) -> std::io::Result<(u8, Vec<u8>)> {
+        loop {
+            if let Some((first, body_at, len)) = self.complete_packet()? {
+                let body = self.buf[body_at..body_at + len].to_vec();
+                self.start = body_at + len;
+                return Ok((first, body));
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let mut chunk = [0u8; 1 << 16];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "broker closed the connection"));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// (first byte, body offset, body length) if a whole packet is buffered.
+    fn complete_packet(&self) -> std::io::Result<Option<(u8, usize, usize)>> {
+        let data = &self.buf[self.start..];
+        let Some(&first) = data.first() else { return Ok(None) };
+        let mut len = 0usize;
+        for (k, &b) in data[1..].iter().enumerate().take(4) {
+            len |= ((b & 0x7f) as usize) << (7 * k);
+            if b & 0x80 == 0 {
+                let body_at = self.start + 2 + k;
+                return Ok((self.buf.len() >= body_at + len).then_some((first, body_at, len)));
+            }
+            if k == 3 {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "bad remaining length"));
+            }
+        }
+        Ok(None)
+    }
+}
+
 fn subscriber(stream: TcpStream, shared: Arc<Shared>, qos: u8, expected: u64) -> Result<SubResult> {
     let mut writer = stream.try_clone()?;
-    let mut reader = BufReader::with_capacity(1 << 16, stream);
+    let mut reader = PacketReader { stream, buf: Vec::with_capacity(1 << 17), start: 0 };
     let mut count = 0u64;
     let mut last_ns = 0u64;
     let mut latencies = Vec::with_capacity(expected as usize);
     let mut last_progress = Instant::now();
     while count < expected {
-        match read_packet(&mut reader) {
+        match reader.next() {
             Ok((kind, body)) if kind & 0xf0 == 0x30 => {
                 let now = shared.now_ns();
                 let packet_qos = (kind >> 1) & 0x03;
