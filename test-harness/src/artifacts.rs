@@ -23,12 +23,14 @@ pub fn workspace_root() -> PathBuf {
 pub fn artifacts() -> &'static Artifacts {
     static ARTIFACTS: OnceLock<Artifacts> = OnceLock::new();
     ARTIFACTS.get_or_init(|| {
-        // Test binaries live in target/<profile>/deps/; the artifacts in target/<profile>/.
+        // Test binaries live in target/<profile>/deps/, binaries such as `bench` in
+        // target/<profile>/; the artifacts in target/<profile>/.
         let exe = std::env::current_exe().expect("current exe");
         let profile_dir = exe
             .ancestors()
             .find(|p| p.file_name().is_some_and(|n| n == "deps"))
             .and_then(Path::parent)
+            .or_else(|| exe.parent())
             .unwrap_or_else(|| panic!("cannot find target dir from {}", exe.display()))
             .to_path_buf();
         let release = profile_dir.file_name().is_some_and(|n| n == "release");

@@ -7,46 +7,11 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-/// Set in the re-executed copy so it does not copy itself again.
-const RELAUNCHED: &str = "MQSEAL_BENCH_RELAUNCHED";
-
-/// `test_harness::artifacts()` finds the target directory from the running
-/// executable's `deps/` ancestor, which test binaries have and `target/<profile>/bench`
-/// does not. So the bench runs from a copy of itself in `target/<profile>/deps/`;
-/// the plugin and CLI are then built with the same profile as the bench.
-fn relaunch_from_deps() -> Option<ExitCode> {
-    if std::env::var_os(RELAUNCHED).is_some() {
-        return None;
-    }
-    let exe = std::env::current_exe().ok()?;
-    if exe.ancestors().any(|p| p.file_name().is_some_and(|n| n == "deps")) {
-        return None;
-    }
-    let deps = exe.parent()?.join("deps");
-    let copy = deps.join("mqseal-bench-runner");
-    if let Err(e) = std::fs::copy(&exe, &copy) {
-        eprintln!("bench: cannot copy {} to {}: {e}", exe.display(), copy.display());
-        return Some(ExitCode::FAILURE);
-    }
-    let status = std::process::Command::new(&copy).args(std::env::args_os().skip(1)).env(RELAUNCHED, "1").status();
-    Some(match status {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("bench: cannot run {}: {e}", copy.display());
-            ExitCode::FAILURE
-        }
-    })
-}
-
 fn write(path: &str, text: &str) -> Result<(), String> {
     std::fs::write(Path::new(path), text).map_err(|e| format!("cannot write {path}: {e}"))
 }
 
 fn main() -> ExitCode {
-    if let Some(code) = relaunch_from_deps() {
-        return code;
-    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (options, json_out, md_out) = match test_harness::bench::parse_args(&args) {
         Ok(parsed) => parsed,
