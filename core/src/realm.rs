@@ -96,15 +96,9 @@ pub struct RealmDevice {
     pub username: String,
 }
 
-/// A group as the realm keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RealmGroup {
-    pub topics: Vec<String>,
-    pub members: BTreeMap<String, Role>,
-    pub epoch: u64,
-    pub epoch_started_at: u64,
-    pub previous_epoch_grace_secs: u64,
-}
+/// A group as the realm keeps it: exactly what the policy publishes of it
+/// (its key material lives apart, in the group-keys file).
+pub type RealmGroup = GroupPolicy;
 
 /// One group's secret keys.
 #[derive(Debug, Clone)]
@@ -324,16 +318,7 @@ impl Realm {
             groups: self
                 .groups
                 .iter()
-                .map(|(id, g)| {
-                    let group = GroupPolicy {
-                        topics: g.topics.clone(),
-                        members: g.members.clone(),
-                        epoch: g.epoch,
-                        epoch_started_at: g.epoch_started_at,
-                        previous_epoch_grace_secs: g.previous_epoch_grace_secs,
-                    };
-                    (id.clone(), group)
-                })
+                .map(|(id, g)| (id.clone(), g.clone()))
                 .collect(),
         }
     }
