@@ -747,7 +747,8 @@ impl Engine {
 
 /// Reads, verifies and compiles the policy file; also returns the SHA-256 of its bytes.
 fn load_policy(path: &Path, authority: &AuthorityPublicKey) -> Result<(CompiledPolicy, Hash), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // The same bounded reader the policy module uses: a policy file is never read unbounded.
+    let bytes = crate::signed_doc::read_document_file(path).map_err(|e| e.to_string())?;
     let origin = path.display().to_string();
     let policy = Policy::from_signed(&bytes, authority, &origin).map_err(|e| e.to_string())?;
     let compiled = policy.compile(&origin).map_err(|e| e.to_string())?;
