@@ -27,10 +27,21 @@ fn utf8_field(s: &[u8], out: &mut Vec<u8>) {
 
 /// An MQTT 3.1.1 CONNECT packet (clean session, keepalive 30 s).
 pub fn connect_packet(client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> Vec<u8> {
+    build_connect(client_id, username, password, None)
+}
+
+/// The one CONNECT encoder: flags, then the payload fields in the order MQTT 3.1.1 §3.1.3 fixes.
+fn build_connect(client_id: &str, username: Option<&str>, password: Option<&[u8]>, will: Option<&Will<'_>>) -> Vec<u8> {
     let mut body = Vec::new();
     utf8_field(b"MQTT", &mut body);
     body.push(4); // protocol level 3.1.1
     let mut flags = 0x02; // clean session
+    if let Some(will) = will {
+        flags |= 0x04 | ((will.qos & 0x03) << 3); // will flag, will QoS
+        if will.retain {
+            flags |= 0x20;
+        }
+    }
     if username.is_some() {
         flags |= 0x80;
     }
@@ -40,6 +51,10 @@ pub fn connect_packet(client_id: &str, username: Option<&str>, password: Option<
     body.push(flags);
     body.extend_from_slice(&30u16.to_be_bytes());
     utf8_field(client_id.as_bytes(), &mut body);
+    if let Some(will) = will {
+        utf8_field(will.topic.as_bytes(), &mut body);
+        utf8_field(will.payload, &mut body);
+    }
     if let Some(u) = username {
         utf8_field(u.as_bytes(), &mut body);
     }
@@ -52,15 +67,21 @@ pub fn connect_packet(client_id: &str, username: Option<&str>, password: Option<
     packet
 }
 
-/// Connects, sends CONNECT, and returns the CONNACK return code, or an error if the
-/// broker does not answer with a CONNACK within `timeout`.
-pub fn connack_code(port: u16, client_id: &str, timeout: Duration) -> std::io::Result<u8> {
+/// Opens a loopback connection, sends `connect`, and reads the 4-byte CONNACK.
+fn connect_and_read_connack(port: u16, connect: &[u8], timeout: Duration) -> std::io::Result<(TcpStream, [u8; 4])> {
     let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(&connect_packet(client_id, None, None))?;
+    stream.write_all(connect)?;
     let mut connack = [0u8; 4];
     stream.read_exact(&mut connack)?;
+    Ok((stream, connack))
+}
+
+/// Connects, sends CONNECT, and returns the CONNACK return code, or an error if the
+/// broker does not answer with a CONNACK within `timeout`.
+pub fn connack_code(port: u16, client_id: &str, timeout: Duration) -> std::io::Result<u8> {
+    let (mut stream, connack) = connect_and_read_connack(port, &connect_packet(client_id, None, None), timeout)?;
     if connack[0] != 0x20 || connack[1] != 0x02 {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a CONNACK: {connack:02x?}")));
     }
@@ -79,45 +100,13 @@ pub struct Will<'a> {
 
 /// An MQTT 3.1.1 CONNECT packet with a will (clean session, keepalive 30 s).
 pub fn connect_packet_with_will(client_id: &str, username: Option<&str>, password: Option<&[u8]>, will: &Will<'_>) -> Vec<u8> {
-    let mut body = Vec::new();
-    utf8_field(b"MQTT", &mut body);
-    body.push(4); // protocol level 3.1.1
-    let mut flags = 0x02 | 0x04 | ((will.qos & 0x03) << 3); // clean session, will flag, will QoS
-    if will.retain {
-        flags |= 0x20;
-    }
-    if username.is_some() {
-        flags |= 0x80;
-    }
-    if password.is_some() {
-        flags |= 0x40;
-    }
-    body.push(flags);
-    body.extend_from_slice(&30u16.to_be_bytes());
-    utf8_field(client_id.as_bytes(), &mut body);
-    utf8_field(will.topic.as_bytes(), &mut body);
-    utf8_field(will.payload, &mut body);
-    if let Some(u) = username {
-        utf8_field(u.as_bytes(), &mut body);
-    }
-    if let Some(p) = password {
-        utf8_field(p, &mut body);
-    }
-    let mut packet = vec![0x10];
-    remaining_length(body.len(), &mut packet);
-    packet.extend_from_slice(&body);
-    packet
+    build_connect(client_id, username, password, Some(will))
 }
 
 /// Connects with a will and returns the open socket (after a successful CONNACK),
 /// so the caller can drop it without DISCONNECT: the broker then sends the will.
 pub fn connect_with_will(port: u16, client_id: &str, username: Option<&str>, will: &Will<'_>, timeout: Duration) -> std::io::Result<TcpStream> {
-    let mut stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.set_write_timeout(Some(timeout))?;
-    stream.write_all(&connect_packet_with_will(client_id, username, None, will))?;
-    let mut connack = [0u8; 4];
-    stream.read_exact(&mut connack)?;
+    let (stream, connack) = connect_and_read_connack(port, &connect_packet_with_will(client_id, username, None, will), timeout)?;
     if connack[0] != 0x20 || connack[1] != 0x02 || connack[3] != 0 {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("connection refused: {connack:02x?}")));
     }
