@@ -124,24 +124,29 @@ fn missing_required_option_and_bad_value_stop_the_broker() {
     expect_refusal(BrokerConfig::mqseal("sometimes"), "unprotected", "'sometimes' is not one of allow | deny | defer");
 }
 
-#[test]
-fn two_listeners_with_per_listener_settings_each_get_their_own_instance() {
-    // Instance 1 (the harness's listener) allows unprotected topics; instance 2, on a
-    // second listener with its own audit log and state, denies them.
+/// Turns on `per_listener_settings` and adds a second loopback listener that loads
+/// the plugin again with the first one's options, except `overrides`.
+fn with_second_listener(mut config: BrokerConfig, overrides: &[(&str, &str)]) -> (BrokerConfig, u16) {
     let port2 = test_harness::broker::free_port();
-    let mut config = BrokerConfig::mqseal("allow").file("l2/.keep", "");
     config.leading_lines.push("per_listener_settings true".into());
     let plugin = test_harness::artifacts().plugin.display().to_string();
     let mut second = vec![format!("listener {port2} 127.0.0.1"), "allow_anonymous true".into(), format!("plugin {plugin}")];
     for (name, value) in &config.plugin_options {
-        let value = match name.as_str() {
-            "audit_log" => "{dir}/l2/audit.jsonl".to_string(),
-            "unprotected" => "deny".to_string(),
-            _ => value.clone(),
-        };
+        let value = overrides.iter().find(|(n, _)| n == name).map_or(value.as_str(), |(_, v)| *v);
         second.push(format!("plugin_opt_{name} {value}"));
     }
     config.trailing_lines.extend(second);
+    (config, port2)
+}
+
+#[test]
+fn two_listeners_with_per_listener_settings_each_get_their_own_instance() {
+    // Instance 1 (the harness's listener) allows unprotected topics; instance 2, on a
+    // second listener with its own audit log and state, denies them.
+    let (config, port2) = with_second_listener(
+        BrokerConfig::mqseal("allow").file("l2/.keep", ""),
+        &[("audit_log", "{dir}/l2/audit.jsonl"), ("unprotected", "deny")],
+    );
     let broker = Broker::start(config);
     assert_eq!(broker.log().matches("mqseal: plugin 0.1.0 loaded").count(), 2, "{}", broker.log());
     assert!(broker.log().contains("unprotected Allow") && broker.log().contains("unprotected Deny"), "{}", broker.log());
@@ -159,13 +164,7 @@ fn two_listeners_with_per_listener_settings_each_get_their_own_instance() {
 #[test]
 fn two_instances_on_one_audit_log_refuse_to_start() {
     // A second listener's instance pointed at the same audit log would fork its chain.
-    let port2 = test_harness::broker::free_port();
-    let mut config = BrokerConfig::mqseal("allow");
-    config.leading_lines.push("per_listener_settings true".into());
-    let plugin = test_harness::artifacts().plugin.display().to_string();
-    let mut second = vec![format!("listener {port2} 127.0.0.1"), "allow_anonymous true".into(), format!("plugin {plugin}")];
-    second.extend(config.plugin_options.iter().map(|(name, value)| format!("plugin_opt_{name} {value}")));
-    config.trailing_lines.extend(second);
+    let (config, _port2) = with_second_listener(BrokerConfig::mqseal("allow"), &[]);
     let failure = Broker::try_start(config).err().expect("the broker must refuse to start");
     assert!(!failure.status.expect("exits").success());
     assert!(failure.log.contains("refusing to start: plugin_opt_audit_log:") && failure.log.contains("lock"), "{}", failure.log);
