@@ -64,6 +64,30 @@ impl DenyReason {
     /// A subscription filter that is not a valid MQTT filter.
     pub const BAD_FILTER: DenyReason = DenyReason("bad-filter");
     /// The event could not be recorded in the audit log (queue full, writer failed).
+    /// A publish on a control topic (`$mqseal/...`) by a client that is not the realm's authority.
+    pub const NOT_AUTHORITY: DenyReason = DenyReason("not-authority");
+    /// A subscription to a control topic this client may not read.
+    pub const CONTROL_NOT_READABLE: DenyReason = DenyReason("control-not-readable");
+    /// A control document whose device id differs from its topic's.
+    pub const CONTROL_WRONG_TOPIC: DenyReason = DenyReason("control-wrong-topic");
+    /// An identity certificate or bundle for a device the current policy does not list.
+    pub const CONTROL_UNKNOWN_DEVICE: DenyReason = DenyReason("control-unknown-device");
+    /// An identity certificate whose keys or username differ from the current policy's.
+    pub const IDENTITY_MISMATCH: DenyReason = DenyReason("identity-mismatch");
+    /// A bundle with keys of a group the policy does not list the device in.
+    pub const BUNDLE_GROUP_NOT_MEMBER: DenyReason = DenyReason("bundle-group-not-member");
+    /// A bundle without the current key epoch of one of the device's groups.
+    pub const BUNDLE_BEHIND_POLICY: DenyReason = DenyReason("bundle-behind-policy");
+    /// A bundle older than one already accepted for the device.
+    pub const BUNDLE_NOT_NEWER: DenyReason = DenyReason("bundle-not-newer");
+    /// A pushed policy whose version is not higher than the current one.
+    pub const POLICY_NOT_NEWER: DenyReason = DenyReason("policy-not-newer");
+    /// A pushed policy that does not verify or does not compile.
+    pub const POLICY_INVALID: DenyReason = DenyReason("policy-invalid");
+    /// A pushed policy that could not be persisted (so it would not survive a restart).
+    pub const POLICY_NOT_PERSISTED: DenyReason = DenyReason("policy-not-persisted");
+    /// An empty payload on the policy topic (the policy cannot be cleared).
+    pub const POLICY_EMPTY: DenyReason = DenyReason("policy-empty");
     pub const AUDIT_UNAVAILABLE: DenyReason = DenyReason("audit-unavailable");
 
     pub fn as_str(self) -> &'static str {

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod bundle;
 pub mod canonical_json;
 pub mod config;
+pub mod control;
 pub mod decision;
 pub mod device_store;
 pub mod engine;

@@ -305,6 +305,18 @@ impl Realm {
         &self.groups
     }
 
+    /// The authority's key for its MQTT login token (`mqseal policy push`, `bundle push`).
+    pub fn authority_login_key(&self) -> crate::keys::SigningKey {
+        self.authority.login_key()
+    }
+
+    /// The signed identity certificate of `device` (for `$mqseal/identity/ID`).
+    pub fn identity_cert(&self, device: &str, now: u64) -> Result<Vec<u8>, RealmError> {
+        let d = self.devices.get(device).ok_or_else(|| RealmError::UnknownDevice(device.into()))?;
+        let cert = crate::control::IdentityCert { identity: d.identity.clone(), username: d.username.clone(), issued_at: now };
+        Ok(cert.sign(&self.authority)?)
+    }
+
     /// The policy this realm would export, with the given version and time.
     pub fn policy_at(&self, version: u64, issued_at: u64) -> Policy {
         Policy {

@@ -116,6 +116,11 @@ impl AuthorityPublicKey {
     }
 
     /// `sha256:<hex>` of the raw key.
+    /// The same key as a [`crate::keys::VerifyingKey`], to check the authority's login tokens.
+    pub fn login_key(&self) -> crate::keys::VerifyingKey {
+        crate::keys::VerifyingKey::Ed25519(self.0)
+    }
+
     pub fn fingerprint(&self) -> String {
         format!("sha256:{}", hex(&Sha256::digest(self.0.to_bytes())))
     }
@@ -193,6 +198,14 @@ impl AuthoritySigningKey {
 
     fn sign(&self, msg: &[u8]) -> [u8; 64] {
         ed25519_dalek::Signer::sign(&self.0, msg).to_bytes()
+    }
+
+    /// The same key as a [`SigningKey`], for the authority's MQTT login token
+    /// (`mqseal policy push` and friends). Login tokens start with their own
+    /// prefix (`mqseal-login-v1`), so they can never be taken for a document
+    /// signature, whose input starts with [`SIGNING_CONTEXT`].
+    pub fn login_key(&self) -> SigningKey {
+        SigningKey::Ed25519(self.0.clone())
     }
 }
 

@@ -69,8 +69,20 @@ pub enum AuditEvent {
     IdentityAccepted { device: String, identity_sha256: Hash, client: Option<String> },
     /// `policy.pushed`: a signed policy arrived over MQTT.
     PolicyPushed { policy_sha256: Hash, serial: Option<u64>, client: Option<String> },
-    /// `bundle.published`: a group key bundle was published.
-    BundlePublished { group: String, epoch: u64, bundle_sha256: Hash, client: Option<String> },
+    /// `bundle.published`: a device's key bundle was published over MQTT; one
+    /// record per group key epoch it carries (group and epoch absent when it
+    /// carries none: the device left every group).
+    BundlePublished {
+        device: String,
+        version: u64,
+        group: Option<String>,
+        epoch: Option<u64>,
+        bundle_sha256: Hash,
+        client: Option<String>,
+    },
+    /// `control.cleared`: the authority cleared a retained identity or bundle
+    /// (an empty retained publish, after a device was removed).
+    ControlCleared { topic: String, client: Option<String> },
 }
 
 /// Records the writer adds itself; the plugin cannot forge them.
@@ -139,6 +151,7 @@ impl AuditEvent {
             AuditEvent::IdentityAccepted { .. } => "identity.accepted",
             AuditEvent::PolicyPushed { .. } => "policy.pushed",
             AuditEvent::BundlePublished { .. } => "bundle.published",
+            AuditEvent::ControlCleared { .. } => "control.cleared",
         }
     }
 }
@@ -218,11 +231,17 @@ impl Recordable for AuditEvent {
                 w.hash("policy_sha256", policy_sha256);
                 w.opt_u64("serial", *serial);
             }
-            AuditEvent::BundlePublished { group, epoch, bundle_sha256, client } => {
+            AuditEvent::BundlePublished { device, version, group, epoch, bundle_sha256, client } => {
                 w.hash("bundle_sha256", bundle_sha256);
                 w.opt_str("client", client.as_deref());
-                w.u64("epoch", *epoch);
-                w.str("group", group);
+                w.str("device", device);
+                w.opt_u64("epoch", *epoch);
+                w.opt_str("group", group.as_deref());
+                w.u64("version", *version);
+            }
+            AuditEvent::ControlCleared { topic, client } => {
+                w.opt_str("client", client.as_deref());
+                w.str("topic", topic);
             }
         }
     }
@@ -482,7 +501,16 @@ pub(crate) mod tests {
             AuditEvent::EpochFirstSeen { group: "fleet".into(), epoch: 9 },
             AuditEvent::IdentityAccepted { device: "dev-1".into(), identity_sha256: h, client: Some("c1".into()) },
             AuditEvent::PolicyPushed { policy_sha256: h, serial: Some(5), client: None },
-            AuditEvent::BundlePublished { group: "fleet".into(), epoch: 2, bundle_sha256: h, client: Some("admin".into()) },
+            AuditEvent::BundlePublished {
+                device: "dev-1".into(),
+                version: 7,
+                group: Some("fleet".into()),
+                epoch: Some(2),
+                bundle_sha256: h,
+                client: Some("admin".into()),
+            },
+            AuditEvent::BundlePublished { device: "dev-1".into(), version: 8, group: None, epoch: None, bundle_sha256: h, client: None },
+            AuditEvent::ControlCleared { topic: "$mqseal/bundle/dev-1".into(), client: Some("admin".into()) },
         ]
     }
 

@@ -172,6 +172,10 @@ pub fn validate_username(username: &str) -> Result<(), String> {
     if username.trim() != username {
         return Err(format!("{username:?} has leading or trailing whitespace"));
     }
+    if username == crate::control::AUTHORITY_USERNAME {
+        // The authority logs in with this name to publish on mqseal's control topics.
+        return Err(format!("{username:?} is reserved for the realm's authority"));
+    }
     Ok(())
 }
 
