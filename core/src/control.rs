@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(IdentityCert::from_signed(&bytes, &authority.public(), "t").unwrap(), cert);
         let other = AuthoritySigningKey::generate();
         let err = IdentityCert::from_signed(&bytes, &other.public(), "t").unwrap_err();
-        assert_eq!(err.reason(), "wrong-authority");
+        assert_eq!(err.reason(), "doc-wrong-authority");
         // A changed username breaks the signature.
         let text = String::from_utf8(bytes).unwrap().replace("\"username\":\"1111\"", "\"username\":\"1112\"");
         assert_eq!(IdentityCert::from_signed(text.as_bytes(), &authority.public(), "t").unwrap_err().reason(), "doc-bad-signature");

@@ -117,6 +117,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "identity.accepted",
     "policy.pushed",
     "bundle.published",
+    "control.cleared",
 ];
 
 /// The writer's own kinds.
