@@ -13,6 +13,8 @@
 //! what it verified; MESSAGE accepts exactly that message (same client, topic
 //! and payload buffer) without verifying again, and verifies anything else.
 
+mod control_plane;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,8 +34,13 @@ use crate::replay::ReplayWindow;
 use crate::signed_doc::AuthorityPublicKey;
 
 /// Topics under this prefix are mqseal's own control traffic (key exchange,
-/// policy pushes). `$`-topics are not matched by `#` or `+/...` subscriptions.
-pub const RESERVED_PREFIX: &str = "$mqseal/";
+/// policy pushes; see [`crate::control`]). `$`-topics are not matched by `#`
+/// or `+/...` subscriptions.
+pub const RESERVED_PREFIX: &str = crate::control::PREFIX;
+
+/// In the state directory: the last policy pushed over MQTT and accepted. At
+/// start it wins over `plugin_opt_policy` when its version is higher.
+pub const PUSHED_POLICY_FILE: &str = "pushed-policy.json";
 
 /// In the state directory: the highest policy version this broker has loaded, so
 /// that an older signed policy (which may hold revoked rights) is never loaded
@@ -118,6 +125,8 @@ pub struct Engine {
     last_login: HashMap<Box<str>, u64>,
     /// Group id → highest key epoch seen in an accepted publish.
     epochs_seen: HashMap<Box<str>, u64>,
+    /// Device id → version of the last key bundle accepted on its control topic.
+    bundle_versions: HashMap<Box<str>, u64>,
     pending_kicks: Vec<Kick>,
     /// Held for the engine's life: one writer per audit log (`<audit_log>.lock`).
     _audit_lock: std::fs::File,
@@ -147,7 +156,12 @@ impl Engine {
     /// rebuilds the replay window. Any failure names the option to fix.
     pub fn start(config: PluginConfig, host: Box<dyn Host>) -> Result<Self, StartError> {
         let authority = AuthorityPublicKey::load(&config.authority).map_err(|e| StartError::Authority(e.to_string()))?;
-        let (policy, policy_sha256) = load_policy(&config.policy, &authority).map_err(StartError::Policy)?;
+        let (file_policy, file_sha256) = load_policy(&config.policy, &authority).map_err(StartError::Policy)?;
+        let (policy, policy_sha256, policy_source, pushed_note) =
+            match choose_pushed_policy(&config.state_dir, &authority, file_policy.version()) {
+                PushedChoice::Use(policy, sha, note) => (policy, sha, "start-pushed", Some((LogLevel::Notice, note))),
+                PushedChoice::Ignore(note) => (file_policy, file_sha256, "start", note),
+            };
         let highest = read_policy_version(&config.state_dir).map_err(StartError::Replay)?;
         if policy.version() < highest {
             return Err(StartError::Policy(format!(
@@ -156,6 +170,9 @@ impl Engine {
                 config.policy.display(),
                 policy.version()
             )));
+        }
+        if let Some((level, note)) = &pushed_note {
+            host.log(*level, note);
         }
         write_policy_version(&config.state_dir, policy.version()).map_err(StartError::Replay)?;
         let audit_lock = lock_audit_log(&config.audit_log).map_err(StartError::Audit)?;
@@ -229,6 +246,7 @@ impl Engine {
             just_verified: None,
             last_login: HashMap::new(),
             epochs_seen: HashMap::new(),
+            bundle_versions: HashMap::new(),
             pending_kicks: Vec::new(),
             _audit_lock: audit_lock,
             crash_floor_ms,
@@ -240,7 +258,7 @@ impl Engine {
         let settings = engine.settings_for_audit();
         engine.record(AuditEvent::PluginStart { version: env!("CARGO_PKG_VERSION").to_string(), settings });
         engine.record(AuditEvent::PolicyLoaded {
-            source: "start".into(),
+            source: policy_source.into(),
             policy_sha256,
             serial: Some(engine.policy.version()),
         });
@@ -334,14 +352,13 @@ impl Engine {
         }
         let outcome = self.check_login(client_id, username, password);
         match outcome {
-            Ok(device) => {
-                let device_id = self.policy.device_id(device).to_string();
+            Ok(who) => {
                 self.record(AuditEvent::AuthAccepted {
                     client: client_id.to_string(),
                     username: username.map(str::to_string),
                     method: "key".into(),
                 });
-                self.host.log(LogLevel::Info, &format!("client '{client_id}' logged in as device {device_id}"));
+                self.host.log(LogLevel::Info, &format!("client '{client_id}' logged in as {who}"));
                 Decision::Allow
             }
             Err(reason) => {
@@ -357,18 +374,25 @@ impl Engine {
         }
     }
 
-    fn check_login(&mut self, client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> Result<DeviceIdx, DenyReason> {
+    /// Checks a login token; returns who logged in ("device ID" or "the authority").
+    fn check_login(&mut self, client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> Result<String, DenyReason> {
         let client = Client { id: client_id, username };
         if let Some(problem) = Self::client_identity_problem(client) {
             return Err(problem);
         }
-        let device = self.device_of(client).ok_or(DenyReason::NOT_A_DEVICE)?;
+        // The realm's authority logs in with its own key to publish control documents.
+        let (who, key_owner, key) = if username == Some(crate::control::AUTHORITY_USERNAME) {
+            ("the authority".to_string(), crate::control::AUTHORITY_USERNAME.to_string(), self.authority.login_key())
+        } else {
+            let device = self.device_of(client).ok_or(DenyReason::NOT_A_DEVICE)?;
+            let id = self.policy.device_id(device).to_string();
+            (format!("device {id}"), id, self.policy.verifying_key(device).clone())
+        };
         let password = password.ok_or(DenyReason(login_token::LoginError::Malformed.reason()))?;
-        let device_id = self.policy.device_id(device);
-        let last = self.last_login.get(device_id).copied().unwrap_or(0);
+        let last = self.last_login.get(key_owner.as_str()).copied().unwrap_or(0);
         let ts = login_token::verify_token(
             password,
-            self.policy.verifying_key(device),
+            &key,
             client_id,
             username.unwrap_or_default(),
             now_ms(),
@@ -376,8 +400,8 @@ impl Engine {
             last,
         )
         .map_err(|e| DenyReason(e.reason()))?;
-        self.last_login.insert(device_id.into(), ts);
-        Ok(device)
+        self.last_login.insert(key_owner.into(), ts);
+        Ok(who)
     }
 
     // ---------------------------------------------------------------------
@@ -429,8 +453,27 @@ impl Engine {
 
     fn check_publish(&mut self, client: Client<'_>, topic: &str, payload: &[u8], path: PublishPath) -> Decision {
         if topic.starts_with(RESERVED_PREFIX) {
-            self.deny_publish(client, topic, DenyReason::RESERVED_TOPIC, None, payload);
-            return Decision::Deny(DenyReason::RESERVED_TOPIC);
+            let decision = match path {
+                PublishPath::AclWrite => self.check_control_publish(client, topic, payload),
+                // Control documents come only from the authority's own connection,
+                // never over a bridge (which has no login and skips ACL checks).
+                PublishPath::MessageEvent => Err(DenyReason::RESERVED_TOPIC),
+            };
+            return match decision {
+                Ok(()) => {
+                    self.just_verified = Some(JustVerified {
+                        client_id: client.id.to_string(),
+                        topic: topic.to_string(),
+                        payload_addr: payload.as_ptr() as usize,
+                        payload_len: payload.len(),
+                    });
+                    Decision::Allow
+                }
+                Err(reason) => {
+                    self.deny_publish(client, topic, reason, None, payload);
+                    Decision::Deny(reason)
+                }
+            };
         }
         let Some(group) = self.policy.group_of_topic(topic) else {
             return self.unprotected_decision();
@@ -577,7 +620,10 @@ impl Engine {
 
     fn check_delivery(&mut self, client: Client<'_>, topic: &str, payload: &[u8]) -> Decision {
         if topic.starts_with(RESERVED_PREFIX) {
-            return self.deny_delivery(DenyReason::RESERVED_TOPIC);
+            return match self.check_control_delivery(client, topic) {
+                Ok(()) => Decision::Allow,
+                Err(reason) => self.deny_delivery(reason),
+            };
         }
         let Some(group) = self.policy.group_of_topic(topic) else {
             return self.unprotected_decision();
@@ -610,19 +656,21 @@ impl Engine {
 
     fn check_subscribe(&mut self, client: Client<'_>, filter_text: &str) -> Decision {
         let device = self.device_of(client);
-        let verdict = if filter_text.starts_with(RESERVED_PREFIX)
-            || crate::topic::parse_subscription(filter_text).is_ok_and(|s| s.filter.starts_with(RESERVED_PREFIX))
-        {
-            Err(DenyReason::RESERVED_TOPIC)
+        let control = filter_text.starts_with(RESERVED_PREFIX)
+            || crate::topic::parse_subscription(filter_text).is_ok_and(|s| s.filter.starts_with(RESERVED_PREFIX));
+        let decision = if control {
+            match self.check_control_subscription(client, filter_text) {
+                Ok(()) => Decision::Allow,
+                Err(reason) => Decision::Deny(reason),
+            }
         } else {
-            self.policy.check_subscription(device, filter_text).map_err(|_| DenyReason::BAD_FILTER)
-        };
-        let decision = match verdict {
-            Err(reason) => Decision::Deny(reason),
-            Ok(SubscriptionVerdict::Readable(_)) => Decision::Allow,
-            // Delivery checks keep the protected part out; the rest is unprotected.
-            Ok(SubscriptionVerdict::Mixed) | Ok(SubscriptionVerdict::UnprotectedOnly) => self.unprotected_decision(),
-            Ok(SubscriptionVerdict::Forbidden(_)) => Decision::Deny(DenyReason::NOT_A_READER),
+            match self.policy.check_subscription(device, filter_text) {
+                Err(_) => Decision::Deny(DenyReason::BAD_FILTER),
+                Ok(SubscriptionVerdict::Readable(_)) => Decision::Allow,
+                // Delivery checks keep the protected part out; the rest is unprotected.
+                Ok(SubscriptionVerdict::Mixed) | Ok(SubscriptionVerdict::UnprotectedOnly) => self.unprotected_decision(),
+                Ok(SubscriptionVerdict::Forbidden(_)) => Decision::Deny(DenyReason::NOT_A_READER),
+            }
         };
         if let Decision::Deny(reason) = decision {
             self.stats.subscribes_denied += 1;
@@ -753,6 +801,42 @@ fn load_policy(path: &Path, authority: &AuthorityPublicKey) -> Result<(CompiledP
     let policy = Policy::from_signed(&bytes, authority, &origin).map_err(|e| e.to_string())?;
     let compiled = policy.compile(&origin).map_err(|e| e.to_string())?;
     Ok((compiled, sha256(&bytes)))
+}
+
+/// What to do with a policy pushed over MQTT and persisted in the state directory.
+enum PushedChoice {
+    /// It is newer than the policy file: start with it.
+    Use(CompiledPolicy, Hash, String),
+    /// Use the file (with a note to log, if there was a pushed policy at all).
+    Ignore(Option<(LogLevel, String)>),
+}
+
+fn choose_pushed_policy(state_dir: &Path, authority: &AuthorityPublicKey, file_version: u64) -> PushedChoice {
+    let path = state_dir.join(PUSHED_POLICY_FILE);
+    if !path.exists() {
+        return PushedChoice::Ignore(None);
+    }
+    match load_policy(&path, authority) {
+        Ok((policy, sha)) if policy.version() > file_version => {
+            let note = format!(
+                "starting with policy version {} pushed over MQTT ({}), newer than plugin_opt_policy's version {file_version}",
+                policy.version(),
+                path.display()
+            );
+            PushedChoice::Use(policy, sha, note)
+        }
+        Ok((policy, _)) => PushedChoice::Ignore(Some((
+            LogLevel::Info,
+            format!(
+                "plugin_opt_policy's version {file_version} is not older than the pushed policy version {} in {}: using the file",
+                policy.version(),
+                path.display()
+            ),
+        ))),
+        // The version floor below still refuses an older file, so ignoring a
+        // damaged pushed policy can never bring back revoked rights.
+        Err(problem) => PushedChoice::Ignore(Some((LogLevel::Warning, format!("ignoring the pushed policy: {problem}")))),
+    }
 }
 
 fn read_policy_version(state_dir: &Path) -> Result<u64, String> {
