@@ -67,7 +67,10 @@ pub enum DeviceStoreError {
          refusing to switch realms (remove {AUTHORITY_FILE}, {POLICY_FILE} and {KEYS_FILE} to re-home the device)"
     )]
     OtherAuthority { dir: PathBuf, stored: String, given: String },
-    #[error("{dir}: this device has not joined a realm yet; run `mqseal join --device {dir} --authority FILE --bundle FILE --policy FILE`")]
+    #[error(
+        "{dir}: this device has not joined a realm yet; run `mqseal join --device {dir} --authority FILE` \
+         with -H HOST -p PORT (over MQTT) or --bundle FILE --policy FILE"
+    )]
     NotJoined { dir: PathBuf },
     #[error("{origin}: device {device:?} is not in this policy")]
     NotInPolicy { origin: String, device: String },
@@ -163,15 +166,69 @@ pub struct JoinReport {
     pub dropped_groups: Vec<String>,
 }
 
-/// Joins (or re-joins) a realm: see the module docs.
+/// Where the group keys of a (re-)join come from.
+pub enum KeySource<'a> {
+    /// A signed bundle (a file, or a message on `$mqseal/bundle/ID`); `origin` names it in errors.
+    Bundle { bytes: &'a [u8], origin: &'a str },
+    /// The keys already stored (a new policy alone: a device was added elsewhere,
+    /// or the bundle for a rotation has not arrived yet).
+    Stored,
+}
+
+/// Joins (or re-joins) a realm from files: see the module docs.
 pub fn join(device_dir: &Path, authority_file: &Path, bundle_file: &Path, policy_file: &Path) -> Result<JoinReport, DeviceStoreError> {
-    let device = DeviceDir::open(device_dir)?;
     let authority = AuthorityPublicKey::load(authority_file)?;
+    let policy_bytes = signed_doc::read_document_file(policy_file)?;
+    let bundle_bytes = signed_doc::read_document_file(bundle_file)?;
+    let bundle_origin = bundle_file.display().to_string();
+    join_documents(
+        device_dir,
+        &authority,
+        &policy_bytes,
+        &policy_file.display().to_string(),
+        KeySource::Bundle { bytes: &bundle_bytes, origin: &bundle_origin },
+    )
+}
+
+/// Applies a policy and keys received over MQTT to an already joined device,
+/// with the authority it joined with. Same checks as [`join`].
+pub fn update(device_dir: &Path, policy: Option<(&[u8], &str)>, keys: KeySource<'_>) -> Result<JoinReport, DeviceStoreError> {
+    let device = DeviceDir::open(device_dir)?;
+    let authority_path = device.file(AUTHORITY_FILE);
+    if !authority_path.exists() {
+        return Err(DeviceStoreError::NotJoined { dir: device_dir.to_owned() });
+    }
+    let authority = AuthorityPublicKey::load(&authority_path)?;
+    let stored;
+    let stored_origin;
+    let (policy_bytes, policy_origin) = match policy {
+        Some(given) => given,
+        None => {
+            let path = device.file(POLICY_FILE);
+            stored = signed_doc::read_document_file(&path)?;
+            stored_origin = path.display().to_string();
+            (&stored[..], stored_origin.as_str())
+        }
+    };
+    join_documents(device_dir, &authority, policy_bytes, policy_origin, keys)
+}
+
+/// The join itself, on documents already read: verify against the trusted
+/// authority, check they are for this device and agree with each other, and
+/// replace keys and policy (never going back to older versions).
+pub fn join_documents(
+    device_dir: &Path,
+    authority: &AuthorityPublicKey,
+    policy_bytes: &[u8],
+    policy_origin: &str,
+    keys_from: KeySource<'_>,
+) -> Result<JoinReport, DeviceStoreError> {
+    let device = DeviceDir::open(device_dir)?;
     let stored_authority_path = device.file(AUTHORITY_FILE);
     let first_join = !stored_authority_path.exists();
     if !first_join {
         let stored = AuthorityPublicKey::load(&stored_authority_path)?;
-        if stored != authority {
+        if &stored != authority {
             return Err(DeviceStoreError::OtherAuthority {
                 dir: device_dir.to_owned(),
                 stored: stored.fingerprint(),
@@ -180,9 +237,8 @@ pub fn join(device_dir: &Path, authority_file: &Path, bundle_file: &Path, policy
         }
     }
 
-    let policy_origin = policy_file.display().to_string();
-    let policy_bytes = signed_doc::read_document_file(policy_file)?;
-    let policy = Policy::from_signed(&policy_bytes, &authority, &policy_origin)?;
+    let policy_origin = policy_origin.to_string();
+    let policy = Policy::from_signed(policy_bytes, authority, &policy_origin)?;
     let compiled = policy.compile(&policy_origin)?;
     let me = device.id().to_string();
     let my_policy = policy
@@ -197,25 +253,36 @@ pub fn join(device_dir: &Path, authority_file: &Path, bundle_file: &Path, policy
         });
     }
 
-    let bundle_origin = bundle_file.display().to_string();
-    let bundle_bytes = signed_doc::read_document_file(bundle_file)?;
-    let bundle = Bundle::from_signed(&bundle_bytes, &authority, &bundle_origin)?;
-    if bundle.device != me {
-        return Err(BundleError::WrongDevice { origin: bundle_origin, found: bundle.device, expected: me }.into());
-    }
-    let secret = device.kx_secret()?;
-    let mut unwrapped = bundle.unwrap_all(&secret, &bundle_origin)?;
-    drop(secret);
+    let (bundle_version, bundle_origin, mut unwrapped) = match keys_from {
+        KeySource::Bundle { bytes, origin } => {
+            let bundle = Bundle::from_signed(bytes, authority, origin)?;
+            if bundle.device != me {
+                return Err(BundleError::WrongDevice { origin: origin.into(), found: bundle.device, expected: me }.into());
+            }
+            let secret = device.kx_secret()?;
+            let unwrapped = bundle.unwrap_all(&secret, origin)?;
+            drop(secret);
+            if let Some(current) = stored_bundle_version(&device)? {
+                if bundle.version < current {
+                    return Err(DeviceStoreError::BundleNotNewer { origin: origin.into(), offered: bundle.version, current });
+                }
+            }
+            (bundle.version, origin.to_string(), unwrapped)
+        }
+        KeySource::Stored => {
+            let path = device.file(KEYS_FILE);
+            if first_join || !path.exists() {
+                return Err(DeviceStoreError::NotJoined { dir: device_dir.to_owned() });
+            }
+            let (version, keys) = read_keys_file(&path, device.id())?;
+            (version, path.display().to_string(), keys)
+        }
+    };
 
     // Never go back.
-    if let Some(current) = stored_policy_version(&device, &authority)? {
+    if let Some(current) = stored_policy_version(&device, authority)? {
         if policy.version < current {
             return Err(PolicyError::NotNewer { origin: policy_origin, offered: policy.version, current }.into());
-        }
-    }
-    if let Some(current) = stored_bundle_version(&device)? {
-        if bundle.version < current {
-            return Err(DeviceStoreError::BundleNotNewer { origin: bundle_origin, offered: bundle.version, current });
         }
     }
 
@@ -250,8 +317,8 @@ pub fn join(device_dir: &Path, authority_file: &Path, bundle_file: &Path, policy
     if first_join {
         authority.save(&stored_authority_path, Overwrite::Refuse)?;
     }
-    write_atomic(&device.file(KEYS_FILE), keys_json(&me, bundle.version, &keys).as_bytes(), 0o600, Overwrite::Allow)?;
-    write_atomic(&device.file(POLICY_FILE), &policy_bytes, 0o644, Overwrite::Allow)?;
+    write_atomic(&device.file(KEYS_FILE), keys_json(&me, bundle_version, &keys).as_bytes(), 0o600, Overwrite::Allow)?;
+    write_atomic(&device.file(POLICY_FILE), policy_bytes, 0o644, Overwrite::Allow)?;
 
     let mut groups: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for (group, epoch) in keys.keys() {
@@ -264,7 +331,7 @@ pub fn join(device_dir: &Path, authority_file: &Path, bundle_file: &Path, policy
         device: me,
         authority: authority.fingerprint(),
         policy_version: policy.version,
-        bundle_version: bundle.version,
+        bundle_version,
         groups,
         dropped_groups,
     })
@@ -481,6 +548,13 @@ impl Sealer {
         &self.store
     }
 
+    /// Re-reads policy and keys after [`update`] changed them (a live key
+    /// rotation); the signing key and sequence counter stay as they are.
+    pub fn reload_store(&mut self) -> Result<(), DeviceStoreError> {
+        self.store = DeviceStore::open(self.store.device.dir())?;
+        Ok(())
+    }
+
     /// Seals `plaintext` for `topic` at the current time.
     pub fn seal(&mut self, topic: &str, plaintext: &[u8], aead: AeadAlg) -> Result<Sealed, SealError> {
         self.seal_at(topic, plaintext, aead, unix_millis())
@@ -589,6 +663,13 @@ impl std::fmt::Debug for Receiver {
 impl Receiver {
     pub fn store(&self) -> &DeviceStore {
         &self.store
+    }
+
+    /// Re-reads policy and keys after [`update`] changed them (a live key
+    /// rotation); the replay state and its lock stay as they are.
+    pub fn reload_store(&mut self) -> Result<(), DeviceStoreError> {
+        self.store = DeviceStore::open(self.store.device.dir())?;
+        Ok(())
     }
 
     /// Changes the size cap (default [`DEFAULT_MAX_ENVELOPE_BYTES`]).
