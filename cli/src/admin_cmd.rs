@@ -154,6 +154,20 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Sign the current policy with the next version number and publish it over
+    /// MQTT (retained, on $mqseal/policy), logged in as the authority; the broker
+    /// applies it live if it is newer than its own. Then publish every device's
+    /// signed identity (retained, on $mqseal/identity/ID).
+    Push {
+        /// The realm directory.
+        #[arg(long, value_name = "DIR")]
+        realm: PathBuf,
+        #[command(flatten)]
+        broker: crate::push_cmd::BrokerArgs,
+        /// Do not publish the device identities.
+        #[arg(long)]
+        no_identities: bool,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -168,6 +182,17 @@ pub enum BundleCommand {
         /// Where to write it (replaced atomically).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+    },
+    /// Publish fresh key bundles over MQTT (retained, on $mqseal/bundle/ID, which
+    /// only device ID may read), logged in as the authority. Push the policy first.
+    Push {
+        #[command(flatten)]
+        targets: crate::push_cmd::BundleTargets,
+        /// The realm directory.
+        #[arg(long, value_name = "DIR")]
+        realm: PathBuf,
+        #[command(flatten)]
+        broker: crate::push_cmd::BrokerArgs,
     },
 }
 
@@ -185,6 +210,10 @@ pub fn run(command: Commands) -> anyhow::Result<()> {
         Commands::Group(GroupCommand::Rotate { group, realm }) => group_rotate(&group, &realm),
         Commands::Policy(PolicyCommand::Export { realm, out }) => policy_export(&realm, &out),
         Commands::Bundle(BundleCommand::Export { id, realm, out }) => bundle_export(&id, &realm, &out),
+        Commands::Policy(PolicyCommand::Push { realm, broker, no_identities }) => {
+            crate::push_cmd::policy_push(&realm, &broker, !no_identities)
+        }
+        Commands::Bundle(BundleCommand::Push { targets, realm, broker }) => crate::push_cmd::bundle_push(&realm, &broker, &targets),
     }
 }
 
@@ -238,7 +267,7 @@ fn print_rotations(rotated: &[(String, u64)]) {
         println!("  group {group} rotated to epoch {epoch}");
     }
     if !rotated.is_empty() {
-        println!("  next: `mqseal policy export` for the broker, and `mqseal bundle export` for the remaining members");
+        println!("  next: `mqseal policy push` (or `policy export` for the broker) and `mqseal bundle push --group GROUP` (or `bundle export`) for the remaining members");
     }
 }
 

@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use mqseal_core::device_store::{join, DeviceStore, DEFAULT_MAX_ENVELOPE_BYTES};
+use mqseal_core::device_store::{join, join_documents, DeviceStore, KeySource, DEFAULT_MAX_ENVELOPE_BYTES};
+use mqseal_core::identity::DeviceDir;
+use mqseal_core::signed_doc::AuthorityPublicKey;
 use mqseal_core::envelope::AeadAlg;
 use mqseal_core::keys::{write_atomic, Overwrite};
 
@@ -35,20 +37,52 @@ impl From<AeadArg> for AeadAlg {
 pub enum Commands {
     /// Join a realm: verify the policy and this device's key bundle against the
     /// authority's public key, unwrap the group keys, and store them in DIR.
+    /// The documents come from files (--policy and --bundle) or, without them,
+    /// from the broker (-H/-p): the retained $mqseal/policy and $mqseal/bundle/ID
+    /// the authority pushed, fetched logged in as the device.
     /// A later join with a newer policy and bundle replaces them; older ones are refused.
     Join {
         /// The device directory (from `mqseal keygen`).
         #[arg(long, value_name = "DIR")]
         device: PathBuf,
-        /// The realm's authority.pub.
+        /// The realm's authority.pub (the one key a device trusts; get it out of band).
         #[arg(long, value_name = "FILE")]
         authority: PathBuf,
         /// This device's bundle (from `mqseal bundle export`).
-        #[arg(long, value_name = "FILE")]
-        bundle: PathBuf,
+        #[arg(long, value_name = "FILE", requires = "policy")]
+        bundle: Option<PathBuf>,
         /// The policy (from `mqseal policy export`).
-        #[arg(long, value_name = "FILE")]
-        policy: PathBuf,
+        #[arg(long, value_name = "FILE", requires = "bundle")]
+        policy: Option<PathBuf>,
+        /// Broker host (joining over MQTT).
+        #[arg(short = 'H', long, value_name = "HOST", default_value = "localhost", conflicts_with = "policy")]
+        host: String,
+        /// Broker port (joining over MQTT).
+        #[arg(short = 'p', long, value_name = "PORT", default_value_t = 1883)]
+        port: u16,
+        /// MQTT username [default: the device id].
+        #[arg(short = 'u', long, value_name = "USERNAME")]
+        username: Option<String>,
+        /// MQTT client id [default: DEVICE-join-RANDOM].
+        #[arg(short = 'i', long = "id", value_name = "CLIENT_ID")]
+        client_id: Option<String>,
+        /// Seconds to wait for the connection and the documents.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: u64,
+    },
+    /// Print a fresh login token: the MQTT password a broker with
+    /// `plugin_opt_auth key` accepts once from this device, for CLIENT_ID, for
+    /// a few minutes. For other MQTT clients, e.g. `mosquitto_pub -i CLIENT_ID -u ID -P TOKEN`.
+    Token {
+        /// The device directory.
+        #[arg(long, value_name = "DIR")]
+        device: PathBuf,
+        /// The MQTT client id the token is bound to.
+        #[arg(short = 'i', long = "id", value_name = "CLIENT_ID")]
+        client_id: String,
+        /// The MQTT username [default: the device's username in its stored policy, else its id].
+        #[arg(short = 'u', long, value_name = "USERNAME")]
+        username: Option<String>,
     },
     /// Seal a message for TOPIC: sign and encrypt it for the group owning the topic.
     /// Reads the message from --in (default stdin), writes the envelope to --out (default stdout).
@@ -90,14 +124,119 @@ pub enum Commands {
 
 pub fn run(command: Commands) -> anyhow::Result<()> {
     match command {
-        Commands::Join { device, authority, bundle, policy } => run_join(&device, &authority, &bundle, &policy),
+        Commands::Join { device, authority, bundle: Some(bundle), policy: Some(policy), .. } => {
+            let report = join(&device, &authority, &bundle, &policy)
+                .with_context(|| format!("cannot join with device {}", device.display()))?;
+            print_join(&report);
+            Ok(())
+        }
+        Commands::Join { device, authority, host, port, username, client_id, timeout, .. } => {
+            let broker = JoinBroker { host, port, username, client_id, timeout };
+            join_over_mqtt(&device, &authority, &broker)
+        }
+        Commands::Token { device, client_id, username } => run_token(&device, &client_id, username.as_deref()),
         Commands::Seal { device, topic, input, out, aead } => run_seal(&device, &topic, input.as_deref(), out.as_deref(), aead.into()),
         Commands::Open { device, topic, input, json } => run_open(&device, &topic, input.as_deref(), json),
     }
 }
 
-fn run_join(device: &Path, authority: &Path, bundle: &Path, policy: &Path) -> anyhow::Result<()> {
-    let report = join(device, authority, bundle, policy).with_context(|| format!("cannot join with device {}", device.display()))?;
+/// Where `join` fetches the documents when no files are given.
+struct JoinBroker {
+    host: String,
+    port: u16,
+    username: Option<String>,
+    client_id: Option<String>,
+    timeout: u64,
+}
+
+/// `join` over MQTT: log in as the device, collect the retained policy and
+/// bundle (see `control_sync`), and join with them.
+fn join_over_mqtt(device_dir: &Path, authority_file: &Path, broker: &JoinBroker) -> anyhow::Result<()> {
+    use crate::mqtt_link::{wait_connected, Ev, Link, LinkOptions, Login, Password};
+    use mqseal_core::control::ControlTopic;
+    let device = DeviceDir::open(device_dir)?;
+    let me = device.id().to_string();
+    let authority = AuthorityPublicKey::load(authority_file)?;
+    let client_id = Login::client_id(broker.client_id.as_ref(), &me, "join")?;
+    let username = broker.username.clone().unwrap_or_else(|| me.clone());
+    let login = Login::new(client_id, username, Password::Token(device.signing_key()?));
+    let options = LinkOptions {
+        host: broker.host.clone(),
+        port: broker.port,
+        keepalive: 60,
+        timeout: broker.timeout,
+        reconnect: false,
+    };
+    let timeout = std::time::Duration::from_secs(broker.timeout);
+    let mut link = Link::new(&options, login, false);
+    wait_connected(&mut link, timeout)?;
+    link.subscribe(&crate::control_sync::control_filters(&me), 1)?;
+    link.subscribe(&[crate::control_sync::sentinel_filter(&me)], 0)?;
+    let deadline = std::time::Instant::now() + timeout;
+    let (mut policy, mut bundle, mut subacks) = (None, None, 0);
+    while subacks < 2 {
+        match link.next(Some(deadline))? {
+            Some(Ev::SubAck(granted)) => {
+                subacks += 1;
+                if subacks == 1 && granted.iter().any(Option::is_none) {
+                    link.disconnect();
+                    anyhow::bail!(
+                        "the broker at {}:{} refused device {me} the subscription to $mqseal/policy and \
+                         $mqseal/bundle/{me}: is the device in the broker's policy (mqseal policy push)?",
+                        broker.host,
+                        broker.port
+                    );
+                }
+            }
+            Some(Ev::Message { topic, payload }) if !payload.is_empty() => match ControlTopic::parse(&topic) {
+                Some(ControlTopic::Policy) => policy = Some(payload),
+                Some(ControlTopic::Bundle(id)) if id == me => bundle = Some(payload),
+                _ => {}
+            },
+            Some(_) => {}
+            None => anyhow::bail!("the broker did not acknowledge the subscriptions within {} s", broker.timeout),
+        }
+    }
+    link.disconnect();
+    let where_ = format!("{}:{}", broker.host, broker.port);
+    let policy = policy.with_context(|| {
+        format!("no policy retained on $mqseal/policy at {where_}: the authority publishes it with `mqseal policy push`")
+    })?;
+    let bundle = bundle.with_context(|| {
+        format!("no key bundle retained on $mqseal/bundle/{me} at {where_}: the authority publishes it with `mqseal bundle push {me}`")
+    })?;
+    let bundle_origin = format!("$mqseal/bundle/{me} at {where_}");
+    let report = join_documents(
+        device_dir,
+        &authority,
+        &policy,
+        &format!("$mqseal/policy at {where_}"),
+        KeySource::Bundle { bytes: &bundle, origin: &bundle_origin },
+    )
+    .with_context(|| format!("cannot join with device {}", device_dir.display()))?;
+    print_join(&report);
+    Ok(())
+}
+
+fn run_token(device_dir: &Path, client_id: &str, username: Option<&str>) -> anyhow::Result<()> {
+    let device = DeviceDir::open(device_dir)?;
+    let username = match username {
+        Some(u) => u.to_string(),
+        None => match DeviceStore::open(device_dir) {
+            Ok(store) => {
+                let policy = store.policy();
+                policy.device_by_id(store.id()).map(|d| policy.username(d).to_string()).unwrap_or_else(|| device.id().to_string())
+            }
+            Err(_) => device.id().to_string(),
+        },
+    };
+    let key = device.signing_key()?;
+    let token = mqseal_core::login_token::make_token(&key, client_id, &username, mqseal_core::device_store::unix_millis());
+    println!("{token}");
+    Ok(())
+}
+
+fn print_join(report: &mqseal_core::device_store::JoinReport) {
     println!(
         "device {} joined the realm of authority {} (policy version {}, bundle version {})",
         report.device, report.authority, report.policy_version, report.bundle_version
@@ -112,7 +251,6 @@ fn run_join(device: &Path, authority: &Path, bundle: &Path, policy: &Path) -> an
     for group in &report.dropped_groups {
         println!("  group {group}: keys dropped (the policy no longer lists this device there)");
     }
-    Ok(())
 }
 
 fn read_input(input: Option<&Path>, limit: u64) -> anyhow::Result<Vec<u8>> {

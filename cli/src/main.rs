@@ -5,9 +5,12 @@
 
 mod admin_cmd;
 mod audit_cmd;
+mod control_sync;
 mod device_cmd;
 mod keys_cmd;
 mod mqtt_cmd;
+mod mqtt_link;
+mod push_cmd;
 
 use clap::{Parser, Subcommand};
 

@@ -24,35 +24,28 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use mqseal_core::device_store::{unix_millis, DeviceStore, OpenError, Receiver, DEFAULT_MAX_ENVELOPE_BYTES};
+use mqseal_core::device_store::{DeviceStore, OpenError, Receiver, Sealer, DEFAULT_MAX_ENVELOPE_BYTES};
 use mqseal_core::envelope::AeadAlg;
-use mqseal_core::keys::SigningKey;
-use mqseal_core::login_token::make_token;
 use mqseal_core::policy::CompiledPolicy;
 use mqseal_core::topic::{parse_subscription, validate_topic_name};
-use rand_core::{OsRng, RngCore};
 
+use crate::control_sync::{control_filters, describe, sentinel_filter, ControlSync, SyncOutcome};
 use crate::device_cmd::AeadArg;
+use crate::mqtt_link::{read_password_file, wait_connected, Ev, Link, LinkOptions, Login, Password};
 
 /// Largest message `mqseal pub` reads (the broker's envelope cap, 64 KiB by
 /// default, is usually the tighter bound for sealed messages).
 const MAX_MESSAGE_BYTES: u64 = 16 * 1024 * 1024;
-/// Largest MQTT packet sent or accepted: a maximal message plus envelope and header overhead.
-const MAX_PACKET_BYTES: usize = MAX_MESSAGE_BYTES as usize + 64 * 1024;
 /// `sub`: every subscription was refused.
 pub const EXIT_ALL_SUBSCRIPTIONS_REFUSED: i32 = 2;
 /// `sub`: `-W` seconds passed without a message (mosquitto_sub's code).
 pub const EXIT_IDLE_TIMEOUT: i32 = 27;
-/// Longest pause between reconnect attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How long a clean DISCONNECT may take before the socket is simply closed.
-const DISCONNECT_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(clap::Subcommand)]
 pub enum Commands {
@@ -122,6 +115,11 @@ pub struct ConnectArgs {
     /// Reconnect (with a fresh login token) when the connection drops, instead of failing.
     #[arg(long)]
     reconnect: bool,
+    /// Do not fetch the policy and this device's key bundle from the broker
+    /// ($mqseal/policy, $mqseal/bundle/ID) on connect, nor apply later ones
+    /// (key rotations) while running; use only what the device directory holds.
+    #[arg(long)]
+    no_key_updates: bool,
 }
 
 /// Where the message comes from: exactly one of these.
@@ -204,92 +202,36 @@ pub fn run(command: Commands) -> anyhow::Result<()> {
         Commands::Sub(args) => run_sub(args),
     }
 }
-
 // ---------------------------------------------------------------------------
 // Login
 
-/// What goes in the CONNECT password field.
-// One per process: the size difference does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Password {
-    /// A fresh login token per connection attempt.
-    Token(SigningKey),
-    Fixed(String),
-    Nothing,
+/// Works out a device's login from the flags and its stored policy.
+fn device_login(connect: &ConnectArgs, store: &DeviceStore, role: &str) -> anyhow::Result<Login> {
+    let client_id = Login::client_id(connect.client_id.as_ref(), store.id(), role)?;
+    let username = match &connect.username {
+        Some(name) => name.clone(),
+        None => policy_username(store)?,
+    };
+    let password = if let Some(password) = &connect.password {
+        Password::Fixed(password.clone())
+    } else if let Some(path) = &connect.password_file {
+        Password::Fixed(read_password_file(path)?)
+    } else if connect.no_auth_token {
+        Password::Nothing
+    } else {
+        Password::Token(store.device().signing_key()?)
+    };
+    Ok(Login::new(client_id, username, password))
 }
 
-/// The client id, username and password source of one command.
-struct Login {
-    client_id: String,
-    username: String,
-    password: Password,
-    /// The last token's timestamp: every token must be newer than the previous one.
-    last_token_ms: u64,
-}
-
-impl Login {
-    /// Works out the login from the flags and the device's stored policy.
-    fn new(connect: &ConnectArgs, store: &DeviceStore, role: &str) -> anyhow::Result<Login> {
-        let client_id = match &connect.client_id {
-            Some(id) => {
-                if id.is_empty() {
-                    bail!(
-                        "--id: the client id is empty (the login token is bound to the client id, so it must be known)"
-                    );
-                }
-                if id.len() > usize::from(u16::MAX) {
-                    bail!("--id: the client id is longer than an MQTT string can be");
-                }
-                id.clone()
-            }
-            None => {
-                let mut random = [0u8; 6];
-                OsRng.fill_bytes(&mut random);
-                let hex: String = random.iter().map(|b| format!("{b:02x}")).collect();
-                format!("{}-{role}-{hex}", store.id())
-            }
-        };
-        let username = match &connect.username {
-            Some(name) => name.clone(),
-            None => policy_username(store)?,
-        };
-        let password = if let Some(password) = &connect.password {
-            Password::Fixed(password.clone())
-        } else if let Some(path) = &connect.password_file {
-            Password::Fixed(read_password_file(path)?)
-        } else if connect.no_auth_token {
-            Password::Nothing
-        } else {
-            Password::Token(store.device().signing_key()?)
-        };
-        Ok(Login { client_id, username, password, last_token_ms: 0 })
-    }
-
-    /// Username and password for the next connection attempt.
-    fn credentials(&mut self) -> (String, String) {
-        let password = match &self.password {
-            Password::Token(key) => {
-                let timestamp_ms = unix_millis().max(self.last_token_ms.saturating_add(1));
-                self.last_token_ms = timestamp_ms;
-                make_token(key, &self.client_id, &self.username, timestamp_ms)
-            }
-            Password::Fixed(password) => password.clone(),
-            // An empty password is left out of CONNECT.
-            Password::Nothing => String::new(),
-        };
-        (self.username.clone(), password)
-    }
-
-    /// A hint to add when the broker refuses the login.
-    fn refusal_hint(&self) -> &'static str {
-        match self.password {
-            Password::Token(_) => {
-                "; the password was a login token signed by the device key (for plugin_opt_auth key): check that \
-                 the broker's policy lists this device with this username and key, and that both clocks are right. \
-                 For brokers that authenticate otherwise, use --password/--password-file or --no-auth-token"
-            }
-            Password::Fixed(_) => "; check --username and --password",
-            Password::Nothing => "; no password was sent (--no-auth-token)",
+impl ConnectArgs {
+    fn link_options(&self) -> LinkOptions {
+        LinkOptions {
+            host: self.host.clone(),
+            port: self.port,
+            keepalive: self.keepalive,
+            timeout: self.timeout,
+            reconnect: self.reconnect,
         }
     }
 }
@@ -303,370 +245,6 @@ fn policy_username(store: &DeviceStore) -> anyhow::Result<String> {
     Ok(policy.username(device).to_string())
 }
 
-fn read_password_file(path: &Path) -> anyhow::Result<String> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read the password file {}", path.display()))?;
-    let line = text.lines().next().unwrap_or_default();
-    if line.is_empty() {
-        bail!("{}: the password file is empty", path.display());
-    }
-    Ok(line.to_string())
-}
-
-// ---------------------------------------------------------------------------
-// The MQTT connection, over rumqttc's 3.1.1 or 5 client
-
-/// What happened on the connection, in the terms pub and sub care about.
-enum Ev {
-    /// CONNACK accepted (also after each reconnect).
-    Connected,
-    /// A PUBLISH was written to the socket (packet id; 0 at QoS 0).
-    Sent(u16),
-    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) for this packet id.
-    Acked(u16),
-    /// SUBACK: per filter, the granted QoS or None if refused.
-    SubAck(Vec<Option<u8>>),
-    /// An incoming message.
-    Message {
-        topic: String,
-        payload: Vec<u8>,
-    },
-    /// Our DISCONNECT was written.
-    DisconnectSent,
-    Other,
-}
-
-/// Why the connection failed.
-enum Failure {
-    /// CONNACK refused the login (code and its meaning).
-    LoginRefused(String),
-    /// The broker refused a publish (MQTT 5 reason code).
-    PublishRefused(String),
-    /// Anything else: network, timeouts, protocol.
-    Network(String),
-}
-
-// One per process: the size difference does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Client {
-    V4(rumqttc::Client, rumqttc::Connection),
-    V5(rumqttc::v5::Client, rumqttc::v5::Connection),
-}
-
-/// A connection that reconnects with fresh credentials when asked to.
-struct Link {
-    client: Client,
-    login: Login,
-    address: String,
-    reconnect: bool,
-    backoff: Duration,
-    ever_connected: bool,
-}
-
-fn qos_v4(qos: u8) -> rumqttc::QoS {
-    match qos {
-        0 => rumqttc::QoS::AtMostOnce,
-        1 => rumqttc::QoS::AtLeastOnce,
-        _ => rumqttc::QoS::ExactlyOnce,
-    }
-}
-
-fn qos_v5(qos: u8) -> rumqttc::v5::mqttbytes::QoS {
-    use rumqttc::v5::mqttbytes::QoS;
-    match qos {
-        0 => QoS::AtMostOnce,
-        1 => QoS::AtLeastOnce,
-        _ => QoS::ExactlyOnce,
-    }
-}
-
-impl Link {
-    fn new(connect: &ConnectArgs, mut login: Login, mqtt5: bool) -> Link {
-        let (username, password) = login.credentials();
-        let keepalive = Duration::from_secs(u64::from(connect.keepalive));
-        let client = if mqtt5 {
-            let mut options =
-                rumqttc::v5::MqttOptions::new(login.client_id.clone(), connect.host.clone(), connect.port);
-            options
-                .set_keep_alive(keepalive)
-                .set_clean_start(true)
-                .set_connection_timeout(connect.timeout)
-                .set_max_packet_size(Some(MAX_PACKET_BYTES as u32))
-                .set_credentials(username, password);
-            let (client, connection) = rumqttc::v5::Client::new(options, 10);
-            Client::V5(client, connection)
-        } else {
-            let mut options = rumqttc::MqttOptions::new(login.client_id.clone(), connect.host.clone(), connect.port);
-            options
-                .set_keep_alive(keepalive)
-                .set_clean_session(true)
-                .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
-                .set_credentials(username, password);
-            let (client, mut connection) = rumqttc::Client::new(options, 10);
-            connection.eventloop.network_options.set_connection_timeout(connect.timeout);
-            Client::V4(client, connection)
-        };
-        Link {
-            client,
-            login,
-            address: format!("{}:{}", connect.host, connect.port),
-            reconnect: connect.reconnect,
-            backoff: Duration::from_secs(1),
-            ever_connected: false,
-        }
-    }
-
-    fn client_id(&self) -> &str {
-        &self.login.client_id
-    }
-
-    /// The next event, or None once `deadline` has passed. Reconnects (with a
-    /// fresh token) on network failures when `--reconnect` was given.
-    fn next(&mut self, deadline: Option<Instant>) -> anyhow::Result<Option<Ev>> {
-        loop {
-            let wait = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return Ok(None),
-                },
-                None => None,
-            };
-            let Some(outcome) = self.poll(wait) else { return Ok(None) };
-            match outcome {
-                Ok(Ev::Connected) => {
-                    self.ever_connected = true;
-                    self.backoff = Duration::from_secs(1);
-                    return Ok(Some(Ev::Connected));
-                }
-                Ok(event) => return Ok(Some(event)),
-                Err(Failure::LoginRefused(code)) => bail!(
-                    "the broker at {} refused the login of client {:?} as user {:?}: {code}{}",
-                    self.address,
-                    self.login.client_id,
-                    self.login.username,
-                    self.login.refusal_hint()
-                ),
-                Err(Failure::PublishRefused(reason)) => {
-                    bail!("the broker at {} refused the publish: {reason}", self.address)
-                }
-                Err(Failure::Network(detail)) => {
-                    let what = if self.ever_connected {
-                        format!("connection to {} lost", self.address)
-                    } else {
-                        format!("cannot connect to {}", self.address)
-                    };
-                    if !self.reconnect {
-                        bail!("{what}: {detail}");
-                    }
-                    eprintln!("mqseal: {what}: {detail}; reconnecting in {} s", self.backoff.as_secs());
-                    let pause = match deadline {
-                        Some(d) => self.backoff.min(d.saturating_duration_since(Instant::now())),
-                        None => self.backoff,
-                    };
-                    std::thread::sleep(pause);
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                    self.refresh_credentials();
-                }
-            }
-        }
-    }
-
-    /// Before a reconnect: a login token is single use, so make a new one.
-    fn refresh_credentials(&mut self) {
-        let (username, password) = self.login.credentials();
-        match &mut self.client {
-            Client::V4(_, connection) => {
-                connection.eventloop.mqtt_options.set_credentials(username, password);
-            }
-            Client::V5(_, connection) => {
-                connection.eventloop.options.set_credentials(username, password);
-            }
-        }
-    }
-
-    /// One step of the event loop; None when `wait` elapsed.
-    fn poll(&mut self, wait: Option<Duration>) -> Option<Result<Ev, Failure>> {
-        match &mut self.client {
-            Client::V4(_, connection) => {
-                let result = match wait {
-                    Some(wait) => match connection.recv_timeout(wait) {
-                        Ok(result) => result,
-                        Err(rumqttc::RecvTimeoutError::Timeout) => return None,
-                        Err(rumqttc::RecvTimeoutError::Disconnected) => {
-                            return Some(Err(Failure::Network("the client was closed".into())))
-                        }
-                    },
-                    None => match connection.recv() {
-                        Ok(result) => result,
-                        Err(_) => return Some(Err(Failure::Network("the client was closed".into()))),
-                    },
-                };
-                Some(result.map(event_v4).map_err(failure_v4))
-            }
-            Client::V5(_, connection) => {
-                let result = match wait {
-                    // rumqttc does not export the v5 timeout error's type; it only
-                    // reports Disconnected when every Client handle is gone, and
-                    // this Link holds one, so an error here is the timeout.
-                    Some(wait) => connection.recv_timeout(wait).ok()?,
-                    None => match connection.recv() {
-                        Ok(result) => result,
-                        Err(_) => return Some(Err(Failure::Network("the client was closed".into()))),
-                    },
-                };
-                Some(result.map(event_v5).map_err(failure_v5))
-            }
-        }
-    }
-
-    fn publish(&mut self, topic: &str, qos: u8, retain: bool, payload: Vec<u8>) -> anyhow::Result<()> {
-        match &self.client {
-            Client::V4(client, _) => client
-                .publish(topic, qos_v4(qos), retain, payload)
-                .map_err(|e| anyhow!("cannot publish on {topic:?}: {e}")),
-            Client::V5(client, _) => client
-                .publish(topic, qos_v5(qos), retain, payload)
-                .map_err(|e| anyhow!("cannot publish on {topic:?}: {e}")),
-        }
-    }
-
-    fn subscribe(&mut self, filters: &[String], qos: u8) -> anyhow::Result<()> {
-        match &self.client {
-            Client::V4(client, _) => client
-                .subscribe_many(filters.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), qos_v4(qos))))
-                .map_err(|e| anyhow!("cannot subscribe: {e}")),
-            Client::V5(..) => bail!("subscribing is implemented for MQTT 3.1.1 only"),
-        }
-    }
-
-    /// Sends DISCONNECT and waits (briefly) until it is written.
-    fn disconnect(&mut self) {
-        let requested = match &self.client {
-            Client::V4(client, _) => client.disconnect().is_ok(),
-            Client::V5(client, _) => client.disconnect().is_ok(),
-        };
-        if !requested {
-            return;
-        }
-        let deadline = Instant::now() + DISCONNECT_GRACE;
-        while let Some(wait) = deadline.checked_duration_since(Instant::now()) {
-            match self.poll(Some(wait)) {
-                Some(Ok(Ev::DisconnectSent)) | Some(Err(_)) | None => return,
-                Some(Ok(_)) => {}
-            }
-        }
-    }
-}
-
-fn event_v4(event: rumqttc::Event) -> Ev {
-    use rumqttc::{Event, Outgoing, Packet, SubscribeReasonCode};
-    match event {
-        Event::Incoming(Packet::ConnAck(_)) => Ev::Connected,
-        Event::Incoming(Packet::PubAck(ack)) => Ev::Acked(ack.pkid),
-        Event::Incoming(Packet::PubComp(comp)) => Ev::Acked(comp.pkid),
-        Event::Incoming(Packet::SubAck(suback)) => Ev::SubAck(
-            suback
-                .return_codes
-                .iter()
-                .map(|code| match code {
-                    SubscribeReasonCode::Success(qos) => Some(*qos as u8),
-                    SubscribeReasonCode::Failure => None,
-                })
-                .collect(),
-        ),
-        Event::Incoming(Packet::Publish(publish)) => {
-            Ev::Message { topic: publish.topic, payload: publish.payload.to_vec() }
-        }
-        Event::Outgoing(Outgoing::Publish(pkid)) => Ev::Sent(pkid),
-        Event::Outgoing(Outgoing::Disconnect) => Ev::DisconnectSent,
-        _ => Ev::Other,
-    }
-}
-
-fn failure_v4(error: rumqttc::ConnectionError) -> Failure {
-    use rumqttc::{ConnectReturnCode, ConnectionError};
-    match error {
-        ConnectionError::ConnectionRefused(code) => Failure::LoginRefused(match code {
-            ConnectReturnCode::Success => "CONNACK 0 (accepted?)".into(),
-            ConnectReturnCode::RefusedProtocolVersion => "CONNACK 1, unacceptable protocol version".into(),
-            ConnectReturnCode::BadClientId => "CONNACK 2, client identifier rejected".into(),
-            ConnectReturnCode::ServiceUnavailable => "CONNACK 3, server unavailable".into(),
-            ConnectReturnCode::BadUserNamePassword => "CONNACK 4, bad user name or password".into(),
-            ConnectReturnCode::NotAuthorized => "CONNACK 5, not authorized".into(),
-        }),
-        other => Failure::Network(other.to_string()),
-    }
-}
-
-fn event_v5(event: rumqttc::v5::Event) -> Ev {
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::Event;
-    use rumqttc::Outgoing;
-    match event {
-        Event::Incoming(Packet::ConnAck(_)) => Ev::Connected,
-        Event::Incoming(Packet::PubAck(ack)) => Ev::Acked(ack.pkid),
-        Event::Incoming(Packet::PubComp(comp)) => Ev::Acked(comp.pkid),
-        Event::Outgoing(Outgoing::Publish(pkid)) => Ev::Sent(pkid),
-        Event::Outgoing(Outgoing::Disconnect) => Ev::DisconnectSent,
-        _ => Ev::Other,
-    }
-}
-
-fn failure_v5(error: rumqttc::v5::ConnectionError) -> Failure {
-    use rumqttc::v5::mqttbytes::v5::{PubAckReason, PubRecReason};
-    use rumqttc::v5::{ConnectionError, StateError};
-    fn puback_code(reason: PubAckReason) -> u8 {
-        match reason {
-            PubAckReason::Success => 0x00,
-            PubAckReason::NoMatchingSubscribers => 0x10,
-            PubAckReason::UnspecifiedError => 0x80,
-            PubAckReason::ImplementationSpecificError => 0x83,
-            PubAckReason::NotAuthorized => 0x87,
-            PubAckReason::TopicNameInvalid => 0x90,
-            PubAckReason::PacketIdentifierInUse => 0x91,
-            PubAckReason::QuotaExceeded => 0x97,
-            PubAckReason::PayloadFormatInvalid => 0x99,
-        }
-    }
-    fn pubrec_code(reason: PubRecReason) -> u8 {
-        match reason {
-            PubRecReason::Success => 0x00,
-            PubRecReason::NoMatchingSubscribers => 0x10,
-            PubRecReason::UnspecifiedError => 0x80,
-            PubRecReason::ImplementationSpecificError => 0x83,
-            PubRecReason::NotAuthorized => 0x87,
-            PubRecReason::TopicNameInvalid => 0x90,
-            PubRecReason::PacketIdentifierInUse => 0x91,
-            PubRecReason::QuotaExceeded => 0x97,
-            PubRecReason::PayloadFormatInvalid => 0x99,
-        }
-    }
-    match error {
-        ConnectionError::ConnectionRefused(code) => Failure::LoginRefused(format!("CONNACK reason {code:?}")),
-        ConnectionError::MqttState(StateError::ConnFail { reason }) => {
-            Failure::LoginRefused(format!("CONNACK reason {reason:?}"))
-        }
-        ConnectionError::MqttState(StateError::PubAckFail { reason }) => {
-            Failure::PublishRefused(format!("PUBACK reason 0x{:02x} ({reason:?})", puback_code(reason)))
-        }
-        ConnectionError::MqttState(StateError::PubRecFail { reason }) => {
-            Failure::PublishRefused(format!("PUBREC reason 0x{:02x} ({reason:?})", pubrec_code(reason)))
-        }
-        other => Failure::Network(other.to_string()),
-    }
-}
-
-/// Waits for CONNACK (or fails as `Link::next` does).
-fn wait_connected(link: &mut Link, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match link.next(if link.reconnect { None } else { Some(deadline) })? {
-            Some(Ev::Connected) => return Ok(()),
-            Some(_) => {}
-            None => bail!("no CONNACK from {} within {} s", link.address, timeout.as_secs()),
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // pub
@@ -675,18 +253,30 @@ fn run_pub(args: PubArgs) -> anyhow::Result<()> {
     let topic = args.topic.as_str();
     validate_topic_name(topic).map_err(|e| anyhow!("--topic {topic:?}: {e}"))?;
     let store = DeviceStore::open(&args.connect.device)?;
-    check_may_publish(store.policy(), store.id(), topic, args.plain)?;
+    // Sealed messages use the keys fetched on connect; check then, with the current policy.
+    let fetch_keys = !args.plain && !args.connect.no_key_updates;
+    if !fetch_keys {
+        check_may_publish(store.policy(), store.id(), topic, args.plain)?;
+    }
     let message = read_message(&args.message)?;
     if !args.plain && message.len() >= DEFAULT_MAX_ENVELOPE_BYTES {
         bail!("{}", too_large(message.len(), "the message"));
     }
-    let login = Login::new(&args.connect, &store, "pub")?;
+    let login = device_login(&args.connect, &store, "pub")?;
+    let me = store.id().to_string();
     let mut sealer = if args.plain { None } else { Some(store.sealer()?) };
     let aead = AeadAlg::from(args.aead);
     let timeout = Duration::from_secs(args.connect.timeout);
 
-    let mut link = Link::new(&args.connect, login, args.mqtt5);
+    let mut link = Link::new(&args.connect.link_options(), login, args.mqtt5);
     wait_connected(&mut link, timeout)?;
+    let mut sync = fetch_keys.then(|| ControlSync::new(&args.connect.device, &me));
+    let mut inbox = Vec::new();
+    if let (Some(sync), Some(sealer)) = (sync.as_mut(), sealer.as_mut()) {
+        fetch_control_documents(&mut link, &me, timeout, &mut inbox)?;
+        apply_control_messages(sync, &mut inbox, &mut KeyUser::Sealer(sealer))?;
+        check_may_publish(sealer.store().policy(), &me, topic, args.plain).inspect_err(|_| link.disconnect())?;
+    }
     for n in 1..=args.count {
         let (payload, what) = match sealer.as_mut() {
             Some(sealer) => {
@@ -707,7 +297,7 @@ fn run_pub(args: PubArgs) -> anyhow::Result<()> {
             None => (message.clone(), format!("{} bytes unsealed", message.len())),
         };
         link.publish(topic, args.qos, args.retain, payload)?;
-        wait_delivered(&mut link, args.qos, timeout).with_context(|| format!("message {n} of {}", args.count))?;
+        wait_delivered(&mut link, args.qos, timeout, &mut inbox).with_context(|| format!("message {n} of {}", args.count))?;
         if args.verbose {
             let acked = match args.qos {
                 0 => "sent",
@@ -717,11 +307,118 @@ fn run_pub(args: PubArgs) -> anyhow::Result<()> {
             eprintln!("published {what} on {topic} at QoS {}: {acked}", args.qos);
         }
         if n < args.count && args.interval_ms > 0 {
-            idle(&mut link, Instant::now() + Duration::from_millis(args.interval_ms))?;
+            idle(&mut link, Instant::now() + Duration::from_millis(args.interval_ms), &mut inbox)?;
+        }
+        // A rotation while running: the next message is sealed with the new key.
+        if let (Some(sync), Some(sealer)) = (sync.as_mut(), sealer.as_mut()) {
+            apply_control_messages(sync, &mut inbox, &mut KeyUser::Sealer(sealer))?;
         }
     }
     link.disconnect();
     Ok(())
+}
+
+/// What holds the device's keys in this process.
+enum KeyUser<'a> {
+    Sealer(&'a mut Sealer),
+    Receiver(&'a mut Receiver),
+}
+
+impl KeyUser<'_> {
+    fn versions(&self) -> (u64, u64) {
+        let store = match self {
+            KeyUser::Sealer(s) => s.store(),
+            KeyUser::Receiver(r) => r.store(),
+        };
+        (store.policy().version(), store.bundle_version())
+    }
+
+    fn reload(&mut self) -> anyhow::Result<()> {
+        match self {
+            KeyUser::Sealer(s) => s.reload_store(),
+            KeyUser::Receiver(r) => r.reload_store(),
+        }
+        .context("cannot reload the device's keys after an update")
+    }
+}
+
+/// Subscribes to this device's control topics, then to the sentinel, and
+/// collects every message until the sentinel's SUBACK: by then the retained
+/// policy and bundle have arrived (see `control_sync`).
+fn fetch_control_documents(
+    link: &mut Link,
+    me: &str,
+    timeout: Duration,
+    inbox: &mut Vec<(String, Vec<u8>)>,
+) -> anyhow::Result<()> {
+    link.subscribe(&control_filters(me), 1)?;
+    link.subscribe(&[sentinel_filter(me)], 0)?;
+    let deadline = Instant::now() + timeout;
+    let mut subacks = 0;
+    loop {
+        match link.next(Some(deadline))? {
+            Some(Ev::SubAck(granted)) => {
+                subacks += 1;
+                if subacks == 1 && granted.iter().any(Option::is_none) {
+                    eprintln!(
+                        "mqseal: warning: the broker refused the subscription to this device's key updates \
+                         ($mqseal/policy, $mqseal/bundle/{me}); using the keys in the device directory"
+                    );
+                }
+                if subacks == 2 {
+                    return Ok(());
+                }
+            }
+            Some(Ev::Message { topic, payload }) => inbox.push((topic, payload)),
+            Some(_) => {}
+            None => bail!("the broker did not acknowledge the key-update subscriptions within {} s", timeout.as_secs()),
+        }
+    }
+}
+
+/// Applies the control messages collected so far, together (on connect the
+/// policy and bundle arrive back to back); other messages stay in the inbox.
+fn apply_control_messages(
+    sync: &mut ControlSync,
+    inbox: &mut Vec<(String, Vec<u8>)>,
+    keys: &mut KeyUser<'_>,
+) -> anyhow::Result<()> {
+    let mut rest = Vec::new();
+    let mut received = false;
+    for (topic, payload) in inbox.drain(..) {
+        match sync.stash(&topic, &payload) {
+            None => rest.push((topic, payload)),
+            Some(document) => received |= document,
+        }
+    }
+    *inbox = rest;
+    if received {
+        let outcome = sync.apply(keys.versions());
+        report_sync(outcome, "$mqseal", keys)?;
+    }
+    Ok(())
+}
+
+/// One message: false when it is not a control message of this device.
+fn apply_control_message(sync: &mut ControlSync, topic: &str, payload: &[u8], keys: &mut KeyUser<'_>) -> anyhow::Result<bool> {
+    let outcome = sync.on_message(topic, payload, keys.versions());
+    report_sync(outcome, topic, keys)
+}
+
+/// Says what an update did (stderr); reloads the keys when they changed.
+fn report_sync(outcome: SyncOutcome, topic: &str, keys: &mut KeyUser<'_>) -> anyhow::Result<bool> {
+    match outcome {
+        SyncOutcome::NotControl => return Ok(false),
+        SyncOutcome::Held(None) => {}
+        SyncOutcome::Held(Some(note)) => eprintln!("mqseal: {note}"),
+        SyncOutcome::Updated(report) => {
+            keys.reload()?;
+            eprintln!("mqseal: {}", describe(&report));
+        }
+        SyncOutcome::Refused(why) => eprintln!("mqseal: warning: ignored a key update from {topic}: {why}"),
+    }
+    std::io::stderr().flush().ok();
+    Ok(true)
 }
 
 /// Refuses, before connecting, what the broker would refuse or what would leak:
@@ -784,7 +481,7 @@ fn read_message(source: &MessageSource) -> anyhow::Result<Vec<u8>> {
 }
 
 /// After `publish`: waits until the PUBLISH is on the wire (QoS 0) or acknowledged (PUBACK/PUBCOMP).
-fn wait_delivered(link: &mut Link, qos: u8, timeout: Duration) -> anyhow::Result<()> {
+fn wait_delivered(link: &mut Link, qos: u8, timeout: Duration, inbox: &mut Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
     let mut deadline = Instant::now() + timeout;
     let mut packet_id = None;
     loop {
@@ -798,6 +495,7 @@ fn wait_delivered(link: &mut Link, qos: u8, timeout: Duration) -> anyhow::Result
             Some(Ev::Acked(id)) if packet_id == Some(id) => return Ok(()),
             // After a reconnect the message is sent again: the timeout starts over.
             Some(Ev::Connected) => deadline = Instant::now() + timeout,
+            Some(Ev::Message { topic, payload }) => inbox.push((topic, payload)),
             Some(_) => {}
             None => bail!(
                 "the broker did not {} within {} s",
@@ -809,8 +507,12 @@ fn wait_delivered(link: &mut Link, qos: u8, timeout: Duration) -> anyhow::Result
 }
 
 /// Keeps the connection serviced (pings, reconnects) until `until`.
-fn idle(link: &mut Link, until: Instant) -> anyhow::Result<()> {
-    while link.next(Some(until))?.is_some() {}
+fn idle(link: &mut Link, until: Instant, inbox: &mut Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
+    while let Some(event) = link.next(Some(until))? {
+        if let Ev::Message { topic, payload } = event {
+            inbox.push((topic, payload));
+        }
+    }
     Ok(())
 }
 
@@ -830,7 +532,7 @@ fn run_sub(args: SubArgs) -> anyhow::Result<()> {
         parse_subscription(filter).map_err(|e| anyhow!("--topic {filter:?}: {e}"))?;
     }
     let store = DeviceStore::open(&args.connect.device)?;
-    let login = Login::new(&args.connect, &store, "sub")?;
+    let login = device_login(&args.connect, &store, "sub")?;
     let mut receiver = store.receiver()?;
     let style = if args.json {
         Style::Json
@@ -841,9 +543,27 @@ fn run_sub(args: SubArgs) -> anyhow::Result<()> {
     };
     let idle_limit = args.wait.map(Duration::from_secs);
 
-    let mut link = Link::new(&args.connect, login, false);
+    let me = receiver.store().id().to_string();
+    let mut sync = (!args.connect.no_key_updates).then(|| ControlSync::new(&args.connect.device, &me));
+    // Control messages are the user's output too only if they asked for them.
+    let user_wants_control = args.filters.iter().any(|f| f.starts_with(mqseal_core::control::PREFIX));
+
+    let mut link = Link::new(&args.connect.link_options(), login, false);
     wait_connected(&mut link, Duration::from_secs(args.connect.timeout))?;
-    link.subscribe(&args.filters, args.qos)?;
+    // SUBACKs come back in the order of the SUBSCRIBEs: remember which is which.
+    let mut pending_subacks = std::collections::VecDeque::new();
+    let key_updates = sync.is_some();
+    let subscribe = |link: &mut Link, pending: &mut std::collections::VecDeque<bool>| -> anyhow::Result<()> {
+        if key_updates {
+            // First, so the retained policy and bundle arrive before any message they open.
+            link.subscribe(&control_filters(&me), 1)?;
+            pending.push_back(true);
+        }
+        link.subscribe(&args.filters, args.qos)?;
+        pending.push_back(false);
+        Ok(())
+    };
+    subscribe(&mut link, &mut pending_subacks)?;
     let mut idle_deadline: Option<Instant> = None;
     let mut delivered: u64 = 0;
     let stdout = std::io::stdout();
@@ -855,8 +575,20 @@ fn run_sub(args: SubArgs) -> anyhow::Result<()> {
                 std::process::exit(EXIT_IDLE_TIMEOUT);
             }
             // A reconnect: the session was clean, so subscribe again.
-            Some(Ev::Connected) => link.subscribe(&args.filters, args.qos)?,
+            Some(Ev::Connected) => {
+                pending_subacks.clear();
+                subscribe(&mut link, &mut pending_subacks)?;
+            }
             Some(Ev::SubAck(granted)) => {
+                if pending_subacks.pop_front() == Some(true) {
+                    if granted.iter().any(Option::is_none) {
+                        eprintln!(
+                            "mqseal: warning: the broker refused the subscription to this device's key updates \
+                             ($mqseal/policy, $mqseal/bundle/{me}); using the keys in the device directory"
+                        );
+                    }
+                    continue;
+                }
                 if !report_suback(&args.filters, &granted, link.client_id())? {
                     link.disconnect();
                     eprintln!("mqseal: error: every subscription was refused");
@@ -867,6 +599,13 @@ fn run_sub(args: SubArgs) -> anyhow::Result<()> {
                 }
             }
             Some(Ev::Message { topic, payload }) => {
+                if let Some(sync) = sync.as_mut() {
+                    if apply_control_message(sync, &topic, &payload, &mut KeyUser::Receiver(&mut receiver))?
+                        && !user_wants_control
+                    {
+                        continue;
+                    }
+                }
                 let mut out = stdout.lock();
                 if deliver(&mut receiver, &topic, &payload, style, &mut out)? {
                     delivered += 1;
