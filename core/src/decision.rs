@@ -82,8 +82,6 @@ impl DenyReason {
     pub const BUNDLE_NOT_NEWER: DenyReason = DenyReason("bundle-not-newer");
     /// A pushed policy whose version is not higher than the current one.
     pub const POLICY_NOT_NEWER: DenyReason = DenyReason("policy-not-newer");
-    /// A pushed policy that does not verify or does not compile.
-    pub const POLICY_INVALID: DenyReason = DenyReason("policy-invalid");
     /// A pushed policy that could not be persisted (so it would not survive a restart).
     pub const POLICY_NOT_PERSISTED: DenyReason = DenyReason("policy-not-persisted");
     /// An empty payload on the policy topic (the policy cannot be cleared).

@@ -148,6 +148,14 @@ impl Fleet {
         }
     }
 
+    /// The realm's last export version (the version of the newest policy or bundle made).
+    pub fn serial(&self) -> u64 {
+        let out = mqseal_ok(&["realm", "show", "--realm", self.realm().to_str().unwrap()], None);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let tail = text.split("last export version ").nth(1).unwrap_or_else(|| panic!("realm show: {text}"));
+        tail.trim_end_matches(|c: char| !c.is_ascii_digit()).split(')').next().unwrap().trim().parse().expect("serial")
+    }
+
     /// A broker config carrying this fleet's current policy, authority key and broker key.
     pub fn broker_config(&self, unprotected: &str) -> BrokerConfig {
         let policy = self.export_policy();

@@ -59,9 +59,11 @@ impl Engine {
     fn accept_pushed_policy(&mut self, client: Client<'_>, payload: &[u8]) -> Result<(), DenyReason> {
         let sha = sha256(payload);
         let origin = format!("policy pushed by client '{}'", client.id);
+        // The document's own reason token (doc-bad-signature, doc-wrong-authority,
+        // policy-syntax, ...) is what a PUBLISH denial and the audit record carry.
         let compiled = Policy::from_signed(payload, &self.authority, &origin)
-            .map_err(|e| e.to_string())
-            .and_then(|p| p.compile(&origin).map_err(|e| e.to_string()));
+            .and_then(|p| p.compile(&origin))
+            .map_err(|e| (DenyReason(e.reason()), e.to_string()));
         let refuse = |engine: &mut Engine, reason: DenyReason, problem: String| {
             engine.host.log(
                 LogLevel::Error,
@@ -76,7 +78,7 @@ impl Engine {
         };
         let policy = match compiled {
             Ok(policy) => policy,
-            Err(problem) => return refuse(self, DenyReason::POLICY_INVALID, problem),
+            Err((reason, problem)) => return refuse(self, reason, problem),
         };
         if policy.version() <= self.policy.version() {
             let problem =
