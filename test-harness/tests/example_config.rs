@@ -50,11 +50,35 @@ fn example_config_starts_a_broker_that_passes_unprotected_traffic() {
         .status()
         .unwrap();
     assert!(status.success(), "scripts/prepare-example failed");
+    // Enrol a device in the example's realm, as an operator would, before the start.
+    let cli = test_harness::artifacts().cli.to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&cli).args(args).output().unwrap();
+        assert!(out.status.success(), "mqseal {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let (realm, device) = (state.join("realm"), state.join("dev1"));
+    let (realm, device) = (realm.to_str().unwrap(), device.to_str().unwrap());
+    run(&["keygen", "dev1", "--out", device]);
+    run(&["device", "add", "dev1", "--realm", realm, "--public", &format!("{device}/dev1.pub")]);
+    let (policy, bundle) = (state.join("policy.json"), state.join("dev1.bundle"));
+    run(&["policy", "export", "--realm", realm, "--out", policy.to_str().unwrap()]);
+    run(&["bundle", "export", "dev1", "--realm", realm, "--out", bundle.to_str().unwrap()]);
+    let authority = format!("{realm}/authority.pub");
+    run(&["join", "--device", device, "--authority", &authority, "--bundle", bundle.to_str().unwrap(), "--policy", policy.to_str().unwrap()]);
+    let token = |client: &str| {
+        let out = std::process::Command::new(&cli).args(["token", "--device", device, "-i", client]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+
     let broker = Broker::try_start_in(dir, config).unwrap_or_else(|f| panic!("{f}"));
     assert!(broker.log().contains("mqseal: plugin 0.1.0 loaded"), "{}", broker.log());
-    let mut sub = MosquittoSub::start(broker.port(), "example/topic", &[]).expect("subscribe");
+    // plugin_opt_auth key: an anonymous client is refused, a device with its token gets in.
     let out = mosquitto_pub(broker.port(), &["-t", "example/topic", "-m", "hello"]);
-    assert!(out.status.success());
+    assert!(!out.status.success(), "an anonymous client got in");
+    let mut sub = MosquittoSub::start(broker.port(), "example/topic", &["-u", "dev1", "-i", "sub-1", "-P", &token("sub-1")])
+        .expect("subscribe");
+    let out = mosquitto_pub(broker.port(), &["-t", "example/topic", "-m", "hello", "-u", "dev1", "-i", "pub-1", "-P", &token("pub-1")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got = sub.next_message(std::time::Duration::from_secs(5)).expect("message through the example config");
     assert_eq!(got.payload, b"hello");
 }
