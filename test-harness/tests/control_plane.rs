@@ -244,3 +244,45 @@ fn the_paper_scenario_runs_end_to_end() {
     assert!(bundles.iter().any(|r| fact(r, "group") == "hsu0001" && fact(r, "epoch") == 2 && fact(r, "device") == "1113"));
     assert!(!bundles.iter().any(|r| fact(r, "epoch") == 2 && fact(r, "device") == "1112"), "1112 got the new key");
 }
+
+/// A device joins over MQTT, is granted a role later by a pushed policy, and
+/// publishes with the key it fetches on connect: no files, no re-join.
+#[test]
+fn a_right_granted_by_a_push_is_used_without_rejoining() {
+    let fleet = small_fleet();
+    fleet.add_device("carol");
+    let broker = Broker::start(fleet.broker_config("deny").option("state_dir", "{dir}"));
+    let (realm, p) = (fleet.realm(), port_args(&broker));
+    let realm = realm.to_str().unwrap();
+    let net = [p[0].as_str(), p[1].as_str(), p[2].as_str(), p[3].as_str()];
+    assert!(push_policy(&fleet, &broker).status.success());
+    mqseal_ok(&[&["bundle", "push", "--all", "--realm", realm][..], &net].concat(), None);
+    let carol = fleet.device_dir("carol");
+    let authority = fleet.realm().join("authority.pub");
+    let joined = mqseal_ok(
+        &[&["join", "--device", carol.to_str().unwrap(), "--authority", authority.to_str().unwrap()][..], &net].concat(),
+        None,
+    );
+    assert!(String::from_utf8_lossy(&joined).contains("member of no group"), "{}", String::from_utf8_lossy(&joined));
+    fleet.join("bob");
+
+    fleet.add_member("g", "carol", "pub");
+    assert!(push_policy(&fleet, &broker).status.success());
+    mqseal_ok(&[&["bundle", "push", "carol", "bob", "--realm", realm][..], &net].concat(), None);
+    let bob = fleet.device_dir("bob");
+    let mut sub = Command::new(&artifacts().cli)
+        .args(["sub", "--device", bob.to_str().unwrap(), "-t", "g/#", "-C", "1", "-W", "20"])
+        .args(net)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mqseal sub");
+    // bob's subscription is in place once the broker logged it (it adds the
+    // subscription before it logs the line).
+    assert!(broker.wait_for_log(" 0 g/#", WAIT), "{}", broker.log());
+    let out = mqseal(&[&["pub", "--device", carol.to_str().unwrap(), "-t", "g/x", "-m", "granted", "-q", "1"][..], &net].concat(), None);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("keys updated over MQTT"), "{}", text(&out));
+    let got = sub.wait_with_output().expect("sub output");
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "granted\n", "{}", String::from_utf8_lossy(&got.stderr));
+}
