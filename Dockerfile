@@ -19,7 +19,9 @@ RUN mkdir -p /var/lib/mqseal/audit && chown -R mosquitto: /var/lib/mqseal /etc/m
 USER mosquitto
 VOLUME ["/etc/mqseal", "/var/lib/mqseal"]
 EXPOSE 1883
-# A real MQTT connection to the listener (mosquitto_pub exits non-zero if it cannot connect).
+# A real MQTT CONNECT/CONNACK with the listener: with plugin_opt_auth key an anonymous client is
+# refused ("not authorised"), which still proves the broker and mqseal answer.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=5s \
-  CMD mosquitto_pub -h 127.0.0.1 -p 1883 -i mqseal-healthcheck -t mqseal/health -n || exit 1
+  CMD out=$(mosquitto_pub -h 127.0.0.1 -p 1883 -i mqseal-healthcheck -t mqseal/health -n 2>&1) \
+      || echo "$out" | grep -q "not authorised" || exit 1
 ENTRYPOINT ["/usr/local/bin/mqseal-entrypoint"]
