@@ -163,7 +163,8 @@ impl CompiledPolicy {
 
         let mut groups = Vec::with_capacity(policy.groups.len());
         let mut group_by_id = HashMap::with_capacity(policy.groups.len());
-        let mut roles = HashMap::new();
+        // Sized once: growing a table of millions of memberships rehashes it ~20 times.
+        let mut roles = HashMap::with_capacity(policy.groups.values().map(|g| g.members.len()).sum());
         let mut trie = FilterTrie::new();
         let group_ids: Vec<&str> = policy.groups.keys().map(|k| k.as_str()).collect();
         for (index, (id, group)) in policy.groups.iter().enumerate() {

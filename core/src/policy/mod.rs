@@ -61,11 +61,87 @@ impl PolicyError {
 /// Reads a policy file, verifies the authority signature against the given
 /// trusted key, validates it and compiles it for lookups.
 pub fn load_policy_file(path: &Path, authority: &AuthorityPublicKey) -> Result<CompiledPolicy, PolicyError> {
-    read_policy_file(path, authority)?.compile(&path.display().to_string())
+    let bytes = crate::signed_doc::read_document_file(path)?;
+    compile_signed(&bytes, authority, &path.display().to_string())
+}
+
+/// Verifies a signed policy document against the trusted `authority` and
+/// compiles it. The same result and errors as `Policy::from_signed` followed by
+/// `compile`, but the rules are checked once (compiling checks them all) instead
+/// of twice: this is the broker's start-up and reload path, where a policy of a
+/// million devices takes seconds to compile (docs/PERFORMANCE.md, "Scale").
+pub fn compile_signed(bytes: &[u8], authority: &AuthorityPublicKey, origin: &str) -> Result<CompiledPolicy, PolicyError> {
+    let body = crate::signed_doc::verify_document(bytes, POLICY_FORMAT, authority, origin)?;
+    Policy::parse_body(body, origin)?.compile(origin)
 }
 
 /// Like [`load_policy_file`], but returns the policy as data.
 pub fn read_policy_file(path: &Path, authority: &AuthorityPublicKey) -> Result<Policy, PolicyError> {
     let bytes = crate::signed_doc::read_document_file(path)?;
     Policy::from_signed(&bytes, authority, &path.display().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::keys::SigningKey;
+    use crate::signed_doc::AuthoritySigningKey;
+
+    fn policy(topics_of_b: &str) -> Policy {
+        let device = |seed: u8, username: &str| DevicePolicy {
+            username: username.into(),
+            sign: SigningKey::ed25519_from_seed(&[seed; 32]).verifying_key(),
+        };
+        let group = |topic: &str, member: &str| GroupPolicy {
+            topics: vec![topic.into()],
+            members: BTreeMap::from([(member.to_string(), Role::PubSub)]),
+            epoch: 1,
+            epoch_started_at: 0,
+            previous_epoch_grace_secs: 0,
+        };
+        Policy {
+            version: 3,
+            issued_at: 0,
+            devices: BTreeMap::from([("d1".to_string(), device(1, "u1")), ("d2".to_string(), device(2, "u2"))]),
+            groups: BTreeMap::from([("a".to_string(), group("a/#", "d1")), ("b".to_string(), group(topics_of_b, "d2"))]),
+        }
+    }
+
+    /// Signs without validating (`Policy::sign` refuses invalid policies).
+    fn sign_unchecked(policy: &Policy, key: &AuthoritySigningKey) -> Vec<u8> {
+        let body: serde_json::Value = serde_json::from_slice(&policy.body_bytes().unwrap()).unwrap();
+        crate::signed_doc::sign_document(POLICY_FORMAT, &body, key).unwrap()
+    }
+
+    #[test]
+    fn compile_signed_answers_like_from_signed_then_compile() {
+        let authority = AuthoritySigningKey::from_seed(&[9; 32]);
+        let file = policy("b/+/x").sign(&authority).unwrap();
+        let fast = compile_signed(&file, &authority.public(), "p.json").unwrap();
+        let slow = Policy::from_signed(&file, &authority.public(), "p.json").unwrap().compile("p.json").unwrap();
+        assert_eq!((fast.version(), fast.device_count(), fast.group_count()), (3, 2, 2));
+        let (d2, b) = (fast.device_by_username("u2").unwrap(), fast.group_of_topic("b/q/x").unwrap());
+        assert_eq!(fast.group(b).id, "b");
+        assert_eq!(fast.role(b, d2), Some(Role::PubSub));
+        assert_eq!(fast.group_of_topic("a/1"), slow.group_of_topic("a/1"));
+        assert_eq!(fast.memberships().count(), slow.memberships().count());
+    }
+
+    #[test]
+    fn compile_signed_refuses_what_from_signed_refuses_with_the_same_error() {
+        let authority = AuthoritySigningKey::from_seed(&[9; 32]);
+        // Overlapping filters: a rule only compiling checks.
+        let overlapping = sign_unchecked(&policy("a/x"), &authority);
+        let fast = compile_signed(&overlapping, &authority.public(), "p.json").unwrap_err();
+        let slow = Policy::from_signed(&overlapping, &authority.public(), "p.json").unwrap_err();
+        assert_eq!(fast.to_string(), slow.to_string());
+        assert!(fast.to_string().contains("groups.b.topics[0]"), "{fast}");
+        // Signed by someone else.
+        let other = AuthoritySigningKey::from_seed(&[8; 32]);
+        let forged = policy("b/#").sign(&other).unwrap();
+        let err = compile_signed(&forged, &authority.public(), "p.json").unwrap_err();
+        assert_eq!(err.reason(), Policy::from_signed(&forged, &authority.public(), "p.json").unwrap_err().reason());
+    }
 }

@@ -189,6 +189,14 @@ impl Policy {
     /// Parses a policy body (already verified) and decodes its keys; then
     /// checks every rule (see [`Policy::validate`]).
     pub fn from_body(body: &[u8], origin: &str) -> Result<Policy, PolicyError> {
+        let policy = Policy::parse_body(body, origin)?;
+        policy.validate(origin)?;
+        Ok(policy)
+    }
+
+    /// [`Policy::from_body`] without the rule check, for callers that compile
+    /// next (compiling checks every rule): see [`super::compile_signed`].
+    pub(super) fn parse_body(body: &[u8], origin: &str) -> Result<Policy, PolicyError> {
         let raw: PolicyJson = serde_json::from_slice(body)
             .map_err(|e| PolicyError::Syntax { origin: origin.to_string(), detail: e.to_string() })?;
         let mut devices = BTreeMap::new();
@@ -228,9 +236,7 @@ impl Policy {
                 },
             );
         }
-        let policy = Policy { version: raw.version, issued_at: raw.issued_at, devices, groups };
-        policy.validate(origin)?;
-        Ok(policy)
+        Ok(Policy { version: raw.version, issued_at: raw.issued_at, devices, groups })
     }
 
     /// Checks every rule; the error names `origin` and the field.
