@@ -20,6 +20,18 @@ impl Host for NullHost {
     fn log(&self, _level: LogLevel, _message: &str) {}
 }
 
+/// Keeps only the engine's last words (`stopping: ... audit log N records, M refused`),
+/// so a bench can show that no audit record was refused while it measured.
+pub struct ShutdownLine(pub std::sync::Arc<parking_lot::Mutex<Option<String>>>);
+
+impl Host for ShutdownLine {
+    fn log(&self, _level: LogLevel, message: &str) {
+        if message.starts_with("stopping:") {
+            *self.0.lock() = Some(message.to_string());
+        }
+    }
+}
+
 pub fn authority() -> AuthoritySigningKey {
     AuthoritySigningKey::from_seed(&[0xA1; 32])
 }
@@ -52,7 +64,7 @@ pub fn config(dir: &Path, extra: &[(&str, &str)]) -> PluginConfig {
 }
 
 /// Writes the files and starts an engine on them (as the plugin's start-up does).
-pub fn start_engine(dir: &Path, policy: &Policy, extra: &[(&str, &str)]) -> Engine {
+pub fn start_engine(dir: &Path, policy: &Policy, extra: &[(&str, &str)], host: Box<dyn Host>) -> Engine {
     write_broker_files(dir, policy);
-    Engine::start(config(dir, extra), Box::new(NullHost)).unwrap_or_else(|e| panic!("Engine::start: {e}"))
+    Engine::start(config(dir, extra), host).unwrap_or_else(|e| panic!("Engine::start: {e}"))
 }
