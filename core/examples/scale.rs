@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p mqseal-core --example scale
 //! cargo run --release -p mqseal-core --example scale -- --sizes 1000:100,1000000:100000 --decisions 100000 --markdown out.md
+//! # --no-load skips signing and loading the policy file (the slow part at 1M devices)
 //! ```
 //!
 //! For each (devices, groups) it builds the synthetic fleet of benches/support/fleet.rs,
@@ -46,12 +47,32 @@ use mqseal_core::signed_doc::AuthoritySigningKey;
 // Counting allocator: requested bytes live now, and the peak since a reset.
 
 struct Counting;
+/// Bytes requested and not yet freed.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// The same, as glibc malloc's chunks (header and 16-byte rounding, see [`chunk`]).
+static CHUNKS: AtomicUsize = AtomicUsize::new(0);
 
-fn grow(by: usize) {
-    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+/// What glibc malloc (Debian 12) takes for a request of `size` bytes: a 16-byte
+/// aligned chunk with an 8-byte header, 32 bytes at least; large requests are
+/// page-rounded mmaps. An estimate of the allocator's overhead, nothing more.
+fn chunk(size: usize) -> usize {
+    if size >= 128 * 1024 {
+        (size + 16 + 4095) & !4095
+    } else {
+        ((size + 8 + 15) & !15).max(32)
+    }
+}
+
+fn grow(size: usize) {
+    let now = LIVE.fetch_add(size, Ordering::Relaxed) + size;
     PEAK.fetch_max(now, Ordering::Relaxed);
+    CHUNKS.fetch_add(chunk(size), Ordering::Relaxed);
+}
+
+fn shrink(size: usize) {
+    LIVE.fetch_sub(size, Ordering::Relaxed);
+    CHUNKS.fetch_sub(chunk(size), Ordering::Relaxed);
 }
 
 // SAFETY: every call is forwarded unchanged to the system allocator; only counters are added.
@@ -65,15 +86,12 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        shrink(layout.size());
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size >= layout.size() {
-            grow(new_size - layout.size());
-        } else {
-            LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
-        }
+        shrink(layout.size());
+        grow(new_size);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -85,18 +103,14 @@ fn live() -> usize {
     LIVE.load(Ordering::Relaxed)
 }
 
+fn chunks() -> usize {
+    CHUNKS.load(Ordering::Relaxed)
+}
+
 fn reset_peak() -> usize {
     let now = live();
     PEAK.store(now, Ordering::Relaxed);
     now
-}
-
-/// Resident set size of this process, bytes (from /proc/self/statm).
-fn rss() -> Option<usize> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: usize = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // 4 KiB pages (x86-64 and the usual arm64 kernels); the figure is only reported.
-    Some(pages * 4096)
 }
 
 // ---------------------------------------------------------------------------
@@ -167,19 +181,25 @@ struct Row {
     groups: usize,
     filters: usize,
     memberships: usize,
-    policy_file_mb: f64,
-    load_engine_s: f64,
-    load_s: f64,
-    load_peak_mb: f64,
+    /// None with --no-load.
+    load: Option<Load>,
     compiled_per_device: f64,
-    compiled_rss_per_device: Option<f64>,
+    compiled_chunks_per_device: f64,
     replay_per_device: f64,
+    replay_chunks_per_device: f64,
     subscribe: Latency,
     delivery: Latency,
     publish: Latency,
     wide_hash: Latency,
     wide_site: Latency,
     checks: String,
+}
+
+struct Load {
+    policy_file_mb: f64,
+    engine_s: f64,
+    compile_signed_s: f64,
+    peak_mb: f64,
 }
 
 struct SubCase {
@@ -198,51 +218,51 @@ struct PublishCase {
     envelope: Vec<u8>,
 }
 
-fn measure(devices: usize, groups: usize, decisions: usize) -> Row {
+/// Start-up / reload: the signed file's bytes to a compiled policy.
+fn measure_load(model: &Policy, devices: usize) -> Load {
+    let authority = AuthoritySigningKey::from_seed(&[0xA1; 32]);
+    let file = model.sign(&authority).expect("sign");
+    // What engine.rs does today: from_signed (which validates by compiling) then compile.
+    let start = Instant::now();
+    let reloaded = Policy::from_signed(&file, &authority.public(), "scale")
+        .and_then(|p| p.compile("scale"))
+        .expect("signed fleet policy loads");
+    let engine_s = start.elapsed().as_secs_f64();
+    assert_eq!(reloaded.device_count(), devices);
+    drop(reloaded);
+    // policy::compile_signed: the rules checked once.
+    let base = reset_peak();
+    let start = Instant::now();
+    let reloaded = mqseal_core::policy::compile_signed(&file, &authority.public(), "scale").expect("signed fleet policy loads");
+    let compile_signed_s = start.elapsed().as_secs_f64();
+    // Peak above what was live before: the file's bytes (already in memory here,
+    // so add their size), the parsed model and the compiled policy, together.
+    let peak = PEAK.load(Ordering::Relaxed) - base + file.len();
+    assert_eq!(reloaded.device_count(), devices);
+    Load { policy_file_mb: file.len() as f64 / 1e6, engine_s, compile_signed_s, peak_mb: peak as f64 / 1e6 }
+}
+
+fn measure(devices: usize, groups: usize, decisions: usize, with_load: bool) -> Row {
     let started = Instant::now();
     let model: Policy = fleet::fleet_policy(devices, groups);
     let memberships: usize = model.groups.values().map(|g| g.members.len()).sum();
     let filters: usize = model.groups.values().map(|g| g.topics.len()).sum();
 
     // Steady-state memory: what compiling keeps.
-    let rss_before = rss();
-    let before = live();
+    let (before, before_chunks) = (live(), chunks());
     let compiled: CompiledPolicy = model.compile("scale").expect("fleet policy compiles");
-    let compiled_bytes = live() - before;
-    let compiled_rss = rss().zip(rss_before).map(|(a, b)| a.saturating_sub(b) as f64 / devices as f64);
+    let (compiled_bytes, compiled_chunks) = (live() - before, chunks() - before_chunks);
 
     // The replay window once every device has published.
-    let before = live();
+    let (before, before_chunks) = (live(), chunks());
     let mut replay = ReplayWindow::default();
     for i in 0..devices {
         replay.accept(&fleet::device_id(i), 1);
     }
-    let replay_bytes = live() - before;
+    let (replay_bytes, replay_chunks) = (live() - before, chunks() - before_chunks);
 
-    // Start-up / reload: the signed file's bytes → compiled policy.
-    let authority = AuthoritySigningKey::from_seed(&[0xA1; 32]);
-    let file = model.sign(&authority).expect("sign");
+    let load = with_load.then(|| measure_load(&model, devices));
     drop(model);
-    // What engine.rs does today: from_signed (which validates by compiling) then compile.
-    let load_start = Instant::now();
-    let reloaded = Policy::from_signed(&file, &authority.public(), "scale")
-        .and_then(|p| p.compile("scale"))
-        .expect("signed fleet policy loads");
-    let load_engine_s = load_start.elapsed().as_secs_f64();
-    assert_eq!(reloaded.device_count(), devices);
-    drop(reloaded);
-    // policy::compile_signed: the rules checked once.
-    let base = reset_peak();
-    let load_start = Instant::now();
-    let reloaded = mqseal_core::policy::compile_signed(&file, &authority.public(), "scale").expect("signed fleet policy loads");
-    let load_s = load_start.elapsed().as_secs_f64();
-    // Peak above what was live before: the file's bytes (already in memory here,
-    // so add their size), the parsed model and the compiled policy, together.
-    let load_peak = PEAK.load(Ordering::Relaxed) - base + file.len();
-    assert_eq!(reloaded.device_count(), devices);
-    drop(reloaded);
-    let policy_file_mb = file.len() as f64 / 1e6;
-    drop(file);
 
     let p = &compiled;
     let mut rng = fleet::Rng(0x5eed ^ devices as u64);
@@ -338,13 +358,11 @@ fn measure(devices: usize, groups: usize, decisions: usize) -> Row {
         groups,
         filters,
         memberships,
-        policy_file_mb,
-        load_engine_s,
-        load_s,
-        load_peak_mb: load_peak as f64 / 1e6,
+        load,
         compiled_per_device: compiled_bytes as f64 / devices as f64,
-        compiled_rss_per_device: compiled_rss,
+        compiled_chunks_per_device: compiled_chunks as f64 / devices as f64,
         replay_per_device: replay_bytes as f64 / devices as f64,
+        replay_chunks_per_device: replay_chunks as f64 / devices as f64,
         subscribe,
         delivery,
         publish,
@@ -387,23 +405,24 @@ fn markdown(rows: &[Row], decisions: usize) -> String {
          {decisions} random decisions of each kind per row, each timed alone (clock overhead {:.0} ns, included).\n\n",
         timer_overhead_ns()
     ));
-    out.push_str("Memory and load:\n\n");
-    out.push_str("| devices | groups | filters | memberships | policy file MB | load s: from_signed + compile | load s: compile_signed | load peak MB | compiled policy B/device | (RSS B/device) | replay window B/device |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("Memory and load (bytes per device: requested from the allocator, and with glibc malloc's chunk overhead):\n\n");
+    out.push_str("| devices | groups | filters | memberships | compiled policy B/device | replay window B/device | policy file MB | load s: from_signed + compile | load s: compile_signed | load peak MB |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
+        let load = match &r.load {
+            Some(l) => format!("{:.1} | {:.2} | {:.2} | {:.0}", l.policy_file_mb, l.engine_s, l.compile_signed_s, l.peak_mb),
+            None => "- | - | - | -".into(),
+        };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0} | {} | {:.0} |\n",
+            "| {} | {} | {} | {} | {:.0} ({:.0}) | {:.0} ({:.0}) | {load} |\n",
             r.devices,
             r.groups + 1,
             r.filters,
             r.memberships,
-            r.policy_file_mb,
-            r.load_engine_s,
-            r.load_s,
-            r.load_peak_mb,
             r.compiled_per_device,
-            r.compiled_rss_per_device.map_or("-".into(), |v| format!("{v:.0}")),
-            r.replay_per_device
+            r.compiled_chunks_per_device,
+            r.replay_per_device,
+            r.replay_chunks_per_device,
         ));
     }
     out.push_str("\nDecision time, µs, p50 / p99 / max:\n\n");
@@ -442,8 +461,13 @@ fn main() -> ExitCode {
     let mut sizes = vec![(1_000, 100), (10_000, 1_000), (100_000, 10_000), (1_000_000, 100_000)];
     let mut decisions = 100_000;
     let mut markdown_out = None;
+    let mut with_load = true;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--no-load" {
+            with_load = false;
+            continue;
+        }
         let value = args.next();
         let result = match (flag.as_str(), value) {
             ("--sizes", Some(v)) => parse_sizes(&v).map(|s| sizes = s),
@@ -452,7 +476,7 @@ fn main() -> ExitCode {
                 markdown_out = Some(v);
                 Ok(())
             }
-            (other, _) => Err(format!("unknown or incomplete option '{other}' (--sizes D:G,... --decisions N --markdown FILE)")),
+            (other, _) => Err(format!("unknown or incomplete option '{other}' (--sizes D:G,... --decisions N --no-load --markdown FILE)")),
         };
         if let Err(e) = result {
             eprintln!("scale: {e}");
@@ -464,7 +488,7 @@ fn main() -> ExitCode {
     }
     let mut rows = Vec::new();
     for (devices, groups) in sizes {
-        let row = measure(devices, groups, decisions);
+        let row = measure(devices, groups, decisions, with_load);
         eprintln!("scale: {devices} devices, {groups} groups: {}", row.checks);
         rows.push(row);
     }
