@@ -205,11 +205,13 @@ struct Load {
 struct SubCase {
     username: String,
     filter: String,
+    readable: bool,
 }
 
 struct DeliveryCase {
     username: String,
     topic: String,
+    readable: bool,
 }
 
 struct PublishCase {
@@ -271,9 +273,10 @@ fn measure(devices: usize, groups: usize, decisions: usize, with_load: bool) -> 
     let cases: Vec<SubCase> = (0..decisions)
         .map(|_| {
             let c = fleet::subscribe_case(&mut rng, devices, groups);
-            SubCase { username: fleet::username(c.device), filter: c.filter }
+            SubCase { username: fleet::username(c.device), filter: c.filter, readable: c.readable }
         })
         .collect();
+    let expected_sub = cases.iter().filter(|c| c.readable).count();
     let (subscribe, sub_allowed) = time_each(&cases, |c| {
         let device = p.device_by_username(&c.username);
         let reserved = c.filter.starts_with(RESERVED_PREFIX);
@@ -285,9 +288,10 @@ fn measure(devices: usize, groups: usize, decisions: usize, with_load: bool) -> 
     let cases: Vec<DeliveryCase> = (0..decisions)
         .map(|_| {
             let c = fleet::delivery_case(&mut rng, devices, groups);
-            DeliveryCase { username: fleet::username(c.device), topic: c.topic }
+            DeliveryCase { username: fleet::username(c.device), topic: c.topic, readable: c.readable }
         })
         .collect();
+    let expected_delivery = cases.iter().filter(|c| c.readable).count();
     let (delivery, delivery_allowed) = time_each(&cases, |c| {
         if c.topic.starts_with(RESERVED_PREFIX) {
             return false;
@@ -333,7 +337,9 @@ fn measure(devices: usize, groups: usize, decisions: usize, with_load: bool) -> 
     // Wide wildcards: fewer samples, they walk the trie.
     let wide = (decisions / 20).max(100);
     let mut wide_cases = |filter: &str| -> Vec<SubCase> {
-        (0..wide).map(|_| SubCase { username: fleet::username(rng.below(devices)), filter: filter.to_string() }).collect()
+        (0..wide)
+            .map(|_| SubCase { username: fleet::username(rng.below(devices)), filter: filter.to_string(), readable: false })
+            .collect()
     };
     let (wide_hash, _) = time_each(&wide_cases("#"), |c| {
         matches!(p.check_subscription(p.device_by_username(&c.username), &c.filter), Ok(mqseal_core::policy::SubscriptionVerdict::Readable(_)))
@@ -349,9 +355,11 @@ fn measure(devices: usize, groups: usize, decisions: usize, with_load: bool) -> 
         100.0 * publish_allowed as f64 / decisions as f64,
         started.elapsed().as_secs_f64()
     );
-    // Every publish case is a member's own topic: all must pass; a quarter of the
-    // subscriptions and deliveries are to foreign groups and must be refused.
+    // Measured what we meant to: every publish case is a member's own topic; about a
+    // quarter of the subscriptions and deliveries are to foreign groups and refused.
     assert_eq!(publish_allowed, decisions, "every publish case is allowed");
+    assert_eq!(sub_allowed, expected_sub, "subscriptions allowed as the fleet promises");
+    assert_eq!(delivery_allowed, expected_delivery, "deliveries allowed as the fleet promises");
     drop(replay);
     Row {
         devices,
