@@ -13,7 +13,6 @@ use crate::bundle::Bundle;
 use crate::control::{self, ControlTopic, IdentityCert, Reader};
 use crate::decision::{Client, DenyReason};
 use crate::host::LogLevel;
-use crate::policy::model::Policy;
 
 use super::{write_policy_version, Engine, PUSHED_POLICY_FILE};
 
@@ -61,8 +60,7 @@ impl Engine {
         let origin = format!("policy pushed by client '{}'", client.id);
         // The document's own reason token (doc-bad-signature, doc-wrong-authority,
         // policy-syntax, ...) is what a PUBLISH denial and the audit record carry.
-        let compiled = Policy::from_signed(payload, &self.authority, &origin)
-            .and_then(|p| p.compile(&origin))
+        let compiled = crate::policy::compile_signed(payload, &self.authority, &origin)
             .map_err(|e| (DenyReason(e.reason()), e.to_string()));
         let refuse = |engine: &mut Engine, reason: DenyReason, problem: String| {
             engine.host.log(

@@ -29,7 +29,6 @@ use crate::flood::FloodGuard;
 use crate::host::{Host, LogLevel};
 use crate::login_token;
 use crate::policy::compiled::{CompiledPolicy, DeviceIdx, GroupIdx, SubscriptionVerdict};
-use crate::policy::model::Policy;
 use crate::replay::ReplayWindow;
 use crate::signed_doc::AuthorityPublicKey;
 
@@ -461,12 +460,7 @@ impl Engine {
             };
             return match decision {
                 Ok(()) => {
-                    self.just_verified = Some(JustVerified {
-                        client_id: client.id.to_string(),
-                        topic: topic.to_string(),
-                        payload_addr: payload.as_ptr() as usize,
-                        payload_len: payload.len(),
-                    });
+                    self.remember_verified(client, topic, payload);
                     Decision::Allow
                 }
                 Err(reason) => {
@@ -547,14 +541,20 @@ impl Engine {
         self.note_epoch(group, header.epoch);
         self.stats.publishes_accepted += 1;
         if path == PublishPath::AclWrite {
-            self.just_verified = Some(JustVerified {
-                client_id: client.id.to_string(),
-                topic: topic.to_string(),
-                payload_addr: payload.as_ptr() as usize,
-                payload_len: payload.len(),
-            });
+            self.remember_verified(client, topic, payload);
         }
         Decision::Allow
+    }
+
+    /// After an ACL write check accepted a publish: MESSAGE lets exactly this
+    /// message through without checking it again.
+    fn remember_verified(&mut self, client: Client<'_>, topic: &str, payload: &[u8]) {
+        self.just_verified = Some(JustVerified {
+            client_id: client.id.to_string(),
+            topic: topic.to_string(),
+            payload_addr: payload.as_ptr() as usize,
+            payload_len: payload.len(),
+        });
     }
 
     fn note_epoch(&mut self, group: GroupIdx, epoch: u64) {
@@ -798,8 +798,8 @@ fn load_policy(path: &Path, authority: &AuthorityPublicKey) -> Result<(CompiledP
     // The same bounded reader the policy module uses: a policy file is never read unbounded.
     let bytes = crate::signed_doc::read_document_file(path).map_err(|e| e.to_string())?;
     let origin = path.display().to_string();
-    let policy = Policy::from_signed(&bytes, authority, &origin).map_err(|e| e.to_string())?;
-    let compiled = policy.compile(&origin).map_err(|e| e.to_string())?;
+    // Verifies and compiles in one pass (compiling checks every rule once).
+    let compiled = crate::policy::compile_signed(&bytes, authority, &origin).map_err(|e| e.to_string())?;
     Ok((compiled, sha256(&bytes)))
 }
 
