@@ -15,10 +15,13 @@
 //! way) is held until the bundle arrives.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use mqseal_core::control::ControlTopic;
 use mqseal_core::device_store::{update, DeviceStoreError, JoinReport, KeySource};
 use mqseal_core::policy::PolicyError;
+
+use crate::mqtt_link::{Ev, Link};
 
 /// The control filters a device subscribes to.
 pub fn control_filters(me: &str) -> Vec<String> {
@@ -28,6 +31,47 @@ pub fn control_filters(me: &str) -> Vec<String> {
 /// The second subscription whose SUBACK marks the end of the retained documents.
 pub fn sentinel_filter(me: &str) -> String {
     ControlTopic::Identity(me).topic()
+}
+
+/// What to say when the broker refuses a device its control subscription.
+pub fn refused_updates(me: &str) -> String {
+    format!(
+        "the broker refused the subscription to this device's key updates ($mqseal/policy, $mqseal/bundle/{me}); \
+         using the keys in the device directory"
+    )
+}
+
+/// Subscribes to this device's control topics, then to the sentinel, and
+/// collects every message until the sentinel's SUBACK: by then the retained
+/// policy and bundle have arrived (see the module docs). False when the broker
+/// refused the control subscription.
+pub fn fetch_control_documents(
+    link: &mut Link,
+    me: &str,
+    timeout: Duration,
+    inbox: &mut Vec<(String, Vec<u8>)>,
+) -> anyhow::Result<bool> {
+    link.subscribe(&control_filters(me), 1)?;
+    link.subscribe(&[sentinel_filter(me)], 0)?;
+    let deadline = Instant::now() + timeout;
+    let mut granted_control = true;
+    let mut subacks = 0;
+    loop {
+        match link.next(Some(deadline))? {
+            Some(Ev::SubAck(granted)) => {
+                subacks += 1;
+                if subacks == 1 {
+                    granted_control = granted.iter().all(Option::is_some);
+                }
+                if subacks == 2 {
+                    return Ok(granted_control);
+                }
+            }
+            Some(Ev::Message { topic, payload }) => inbox.push((topic, payload)),
+            Some(_) => {}
+            None => anyhow::bail!("the broker did not acknowledge the key-update subscriptions within {} s", timeout.as_secs()),
+        }
+    }
 }
 
 /// Documents received and not yet applied.

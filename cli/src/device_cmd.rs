@@ -152,7 +152,7 @@ struct JoinBroker {
 /// `join` over MQTT: log in as the device, collect the retained policy and
 /// bundle (see `control_sync`), and join with them.
 fn join_over_mqtt(device_dir: &Path, authority_file: &Path, broker: &JoinBroker) -> anyhow::Result<()> {
-    use crate::mqtt_link::{wait_connected, Ev, Link, LinkOptions, Login, Password};
+    use crate::mqtt_link::{wait_connected, Link, LinkOptions, Login, Password};
     use mqseal_core::control::ControlTopic;
     let device = DeviceDir::open(device_dir)?;
     let me = device.id().to_string();
@@ -170,31 +170,22 @@ fn join_over_mqtt(device_dir: &Path, authority_file: &Path, broker: &JoinBroker)
     let timeout = std::time::Duration::from_secs(broker.timeout);
     let mut link = Link::new(&options, login, false);
     wait_connected(&mut link, timeout)?;
-    link.subscribe(&crate::control_sync::control_filters(&me), 1)?;
-    link.subscribe(&[crate::control_sync::sentinel_filter(&me)], 0)?;
-    let deadline = std::time::Instant::now() + timeout;
-    let (mut policy, mut bundle, mut subacks) = (None, None, 0);
-    while subacks < 2 {
-        match link.next(Some(deadline))? {
-            Some(Ev::SubAck(granted)) => {
-                subacks += 1;
-                if subacks == 1 && granted.iter().any(Option::is_none) {
-                    link.disconnect();
-                    anyhow::bail!(
-                        "the broker at {}:{} refused device {me} the subscription to $mqseal/policy and \
-                         $mqseal/bundle/{me}: is the device in the broker's policy (mqseal policy push)?",
-                        broker.host,
-                        broker.port
-                    );
-                }
-            }
-            Some(Ev::Message { topic, payload }) if !payload.is_empty() => match ControlTopic::parse(&topic) {
-                Some(ControlTopic::Policy) => policy = Some(payload),
-                Some(ControlTopic::Bundle(id)) if id == me => bundle = Some(payload),
-                _ => {}
-            },
-            Some(_) => {}
-            None => anyhow::bail!("the broker did not acknowledge the subscriptions within {} s", broker.timeout),
+    let mut inbox = Vec::new();
+    if !crate::control_sync::fetch_control_documents(&mut link, &me, timeout, &mut inbox)? {
+        link.disconnect();
+        anyhow::bail!(
+            "the broker at {}:{} refused device {me} the subscription to $mqseal/policy and \
+             $mqseal/bundle/{me}: is the device in the broker's policy (mqseal policy push)?",
+            broker.host,
+            broker.port
+        );
+    }
+    let (mut policy, mut bundle) = (None, None);
+    for (topic, payload) in inbox.into_iter().filter(|(_, payload)| !payload.is_empty()) {
+        match ControlTopic::parse(&topic) {
+            Some(ControlTopic::Policy) => policy = Some(payload),
+            Some(ControlTopic::Bundle(id)) if id == me => bundle = Some(payload),
+            _ => {}
         }
     }
     link.disconnect();

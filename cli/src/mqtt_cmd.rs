@@ -35,9 +35,9 @@ use mqseal_core::envelope::AeadAlg;
 use mqseal_core::policy::CompiledPolicy;
 use mqseal_core::topic::{parse_subscription, validate_topic_name};
 
-use crate::control_sync::{control_filters, describe, sentinel_filter, ControlSync, SyncOutcome};
+use crate::control_sync::{control_filters, describe, fetch_control_documents, refused_updates, ControlSync, SyncOutcome};
 use crate::device_cmd::AeadArg;
-use crate::mqtt_link::{read_password_file, wait_connected, Ev, Link, LinkOptions, Login, Password};
+use crate::mqtt_link::{read_password_file, wait_connected, wait_delivered, Ev, Link, LinkOptions, Login, Password};
 
 /// Largest message `mqseal pub` reads (the broker's envelope cap, 64 KiB by
 /// default, is usually the tighter bound for sealed messages).
@@ -273,7 +273,9 @@ fn run_pub(args: PubArgs) -> anyhow::Result<()> {
     let mut sync = fetch_keys.then(|| ControlSync::new(&args.connect.device, &me));
     let mut inbox = Vec::new();
     if let (Some(sync), Some(sealer)) = (sync.as_mut(), sealer.as_mut()) {
-        fetch_control_documents(&mut link, &me, timeout, &mut inbox)?;
+        if !fetch_control_documents(&mut link, &me, timeout, &mut inbox)? {
+            eprintln!("mqseal: warning: {}", refused_updates(&me));
+        }
         apply_control_messages(sync, &mut inbox, &mut KeyUser::Sealer(sealer))?;
         check_may_publish(sealer.store().policy(), &me, topic, args.plain).inspect_err(|_| link.disconnect())?;
     }
@@ -339,40 +341,6 @@ impl KeyUser<'_> {
             KeyUser::Receiver(r) => r.reload_store(),
         }
         .context("cannot reload the device's keys after an update")
-    }
-}
-
-/// Subscribes to this device's control topics, then to the sentinel, and
-/// collects every message until the sentinel's SUBACK: by then the retained
-/// policy and bundle have arrived (see `control_sync`).
-fn fetch_control_documents(
-    link: &mut Link,
-    me: &str,
-    timeout: Duration,
-    inbox: &mut Vec<(String, Vec<u8>)>,
-) -> anyhow::Result<()> {
-    link.subscribe(&control_filters(me), 1)?;
-    link.subscribe(&[sentinel_filter(me)], 0)?;
-    let deadline = Instant::now() + timeout;
-    let mut subacks = 0;
-    loop {
-        match link.next(Some(deadline))? {
-            Some(Ev::SubAck(granted)) => {
-                subacks += 1;
-                if subacks == 1 && granted.iter().any(Option::is_none) {
-                    eprintln!(
-                        "mqseal: warning: the broker refused the subscription to this device's key updates \
-                         ($mqseal/policy, $mqseal/bundle/{me}); using the keys in the device directory"
-                    );
-                }
-                if subacks == 2 {
-                    return Ok(());
-                }
-            }
-            Some(Ev::Message { topic, payload }) => inbox.push((topic, payload)),
-            Some(_) => {}
-            None => bail!("the broker did not acknowledge the key-update subscriptions within {} s", timeout.as_secs()),
-        }
     }
 }
 
@@ -480,32 +448,6 @@ fn read_message(source: &MessageSource) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// After `publish`: waits until the PUBLISH is on the wire (QoS 0) or acknowledged (PUBACK/PUBCOMP).
-fn wait_delivered(link: &mut Link, qos: u8, timeout: Duration, inbox: &mut Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
-    let mut deadline = Instant::now() + timeout;
-    let mut packet_id = None;
-    loop {
-        match link.next(Some(deadline))? {
-            Some(Ev::Sent(id)) => {
-                if qos == 0 {
-                    return Ok(());
-                }
-                packet_id = Some(id);
-            }
-            Some(Ev::Acked(id)) if packet_id == Some(id) => return Ok(()),
-            // After a reconnect the message is sent again: the timeout starts over.
-            Some(Ev::Connected) => deadline = Instant::now() + timeout,
-            Some(Ev::Message { topic, payload }) => inbox.push((topic, payload)),
-            Some(_) => {}
-            None => bail!(
-                "the broker did not {} within {} s",
-                if packet_id.is_some() { "acknowledge the message" } else { "accept the message" },
-                timeout.as_secs()
-            ),
-        }
-    }
-}
-
 /// Keeps the connection serviced (pings, reconnects) until `until`.
 fn idle(link: &mut Link, until: Instant, inbox: &mut Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
     while let Some(event) = link.next(Some(until))? {
@@ -582,10 +524,7 @@ fn run_sub(args: SubArgs) -> anyhow::Result<()> {
             Some(Ev::SubAck(granted)) => {
                 if pending_subacks.pop_front() == Some(true) {
                     if granted.iter().any(Option::is_none) {
-                        eprintln!(
-                            "mqseal: warning: the broker refused the subscription to this device's key updates \
-                             ($mqseal/policy, $mqseal/bundle/{me}); using the keys in the device directory"
-                        );
+                        eprintln!("mqseal: warning: {}", refused_updates(&me));
                     }
                     continue;
                 }

@@ -484,3 +484,30 @@ pub fn wait_connected(link: &mut Link, timeout: Duration) -> anyhow::Result<()> 
         }
     }
 }
+
+/// After `publish`: waits until the PUBLISH is on the wire (QoS 0) or acknowledged
+/// (PUBACK/PUBCOMP). Messages that arrive meanwhile go to `inbox`.
+pub fn wait_delivered(link: &mut Link, qos: u8, timeout: Duration, inbox: &mut Vec<(String, Vec<u8>)>) -> anyhow::Result<()> {
+    let mut deadline = Instant::now() + timeout;
+    let mut packet_id = None;
+    loop {
+        match link.next(Some(deadline))? {
+            Some(Ev::Sent(id)) => {
+                if qos == 0 {
+                    return Ok(());
+                }
+                packet_id = Some(id);
+            }
+            Some(Ev::Acked(id)) if packet_id == Some(id) => return Ok(()),
+            // After a reconnect the message is sent again: the timeout starts over.
+            Some(Ev::Connected) => deadline = Instant::now() + timeout,
+            Some(Ev::Message { topic, payload }) => inbox.push((topic, payload)),
+            Some(_) => {}
+            None => bail!(
+                "the broker did not {} within {} s",
+                if packet_id.is_some() { "acknowledge the message" } else { "accept the message" },
+                timeout.as_secs()
+            ),
+        }
+    }
+}

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context};
 use mqseal_core::control::{ControlTopic, AUTHORITY_USERNAME};
 use mqseal_core::realm::{unix_now, Realm};
 
-use crate::mqtt_link::{read_password_file, wait_connected, Ev, Link, LinkOptions, Login, Password};
+use crate::mqtt_link::{read_password_file, wait_connected, wait_delivered, Link, LinkOptions, Login, Password};
 
 /// How the authority reaches the broker.
 #[derive(clap::Args)]
@@ -80,24 +80,14 @@ impl AuthorityLink {
     /// Publishes a document retained at QoS 1 and waits for the broker's PUBACK.
     fn publish(&mut self, topic: &str, document: Vec<u8>, what: &str) -> anyhow::Result<()> {
         self.link.publish(topic, 1, true, document)?;
-        let deadline = std::time::Instant::now() + self.timeout;
-        let mut packet_id = None;
-        loop {
-            match self.link.next(Some(deadline)) {
-                Ok(Some(Ev::Sent(id))) => packet_id = Some(id),
-                Ok(Some(Ev::Acked(id))) if packet_id == Some(id) => return Ok(()),
-                Ok(Some(_)) => {}
-                Ok(None) => bail!("the broker did not acknowledge {what} on {topic} within {} s", self.timeout.as_secs()),
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "the broker refused {what} on {topic}: its log and audit log (publish.denied, \
-                             policy.rejected) give the reason"
-                        )
-                    })
-                }
-            }
-        }
+        // Nothing is subscribed: there are no incoming messages to keep.
+        let mut no_messages = Vec::new();
+        wait_delivered(&mut self.link, 1, self.timeout, &mut no_messages).with_context(|| {
+            format!(
+                "{what} on {topic} (when the broker refuses a document, its log and audit log \
+                 (publish.denied, policy.rejected) give the reason)"
+            )
+        })
     }
 
     fn close(mut self) {
