@@ -275,32 +275,158 @@ fn a_crash_between_rotation_rename_and_new_file_recovers() {
     verify_with_key(&path).unwrap();
 }
 
+fn checkpoint_sizes(dir: &std::path::Path) -> Vec<u64> {
+    parse_checkpoints(&std::fs::read_to_string(history_path(&dir.join("audit.jsonl"))).unwrap())
+        .unwrap()
+        .iter()
+        .map(|n| n.note.checkpoint.size)
+        .collect()
+}
+
 #[test]
-fn checkpoints_every_n_records_and_every_interval() {
+fn a_checkpoint_every_n_records() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
     c.checkpoint_every = 10;
-    c.checkpoint_interval = Duration::from_millis(200);
+    // No interval checkpoint can interleave, however slow the machine.
+    c.checkpoint_interval = Duration::from_secs(3600);
     let (log, _) = AuditLog::open(c, key()).unwrap();
     for i in 0..35 {
         log.append(publish(i)).unwrap();
         log.sync().unwrap();
     }
-    let sealed = log.stats().last_checkpoint_size;
-    assert!((31..=36).contains(&sealed), "sealed {sealed}");
-    log.append(publish(99)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while log.stats().last_checkpoint_size < 37 {
+    assert_eq!(log.stats().last_checkpoint_size, 31, "{:?}", log.stats());
+    assert_eq!(checkpoint_sizes(dir.path()), [0, 1, 11, 21, 31]);
+    log.shutdown();
+}
+
+#[test]
+fn a_checkpoint_at_least_every_interval_while_records_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.checkpoint_every = 1_000_000;
+    c.checkpoint_interval = Duration::from_millis(200);
+    let (log, _) = AuditLog::open(c, key()).unwrap();
+    log.append(publish(0)).unwrap();
+    log.sync().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log.stats().last_checkpoint_size < 2 {
         assert!(Instant::now() < deadline, "no interval checkpoint: {:?}", log.stats());
         std::thread::sleep(Duration::from_millis(20));
     }
-    let sizes: Vec<u64> = parse_checkpoints(&std::fs::read_to_string(history_path(&dir.path().join("audit.jsonl"))).unwrap())
-        .unwrap()
-        .iter()
-        .map(|n| n.note.checkpoint.size)
-        .collect();
-    assert_eq!(&sizes[..5], &[0, 1, 11, 21, 31], "{sizes:?}");
+    assert_eq!(checkpoint_sizes(dir.path()), [0, 1, 2]);
     log.shutdown();
+}
+
+/// Polls `condition` every 5 ms for up to 10 s.
+fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn an_idle_writer_parks_after_sealing_and_the_next_append_restarts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.checkpoint_every = 5;
+    let path = c.path.clone();
+    let (log, _) = AuditLog::open(c, key()).unwrap();
+    // Opened and sealed: nothing to do, so it parks.
+    eventually("the fresh log's writer parks", || log.is_parked());
+    assert_eq!(log.parks(), 1);
+    for round in 0..3u64 {
+        for i in 0..5 {
+            log.append(publish(round * 10 + i)).unwrap();
+        }
+        assert!(!log.is_parked(), "an append wakes the writer");
+        // Five records reach checkpoint_every: sealed, so it may park without ticks.
+        eventually("the writer parks again", || log.is_parked());
+        assert_eq!(log.stats().last_checkpoint_size, 1 + 5 * (round + 1), "{:?}", log.stats());
+    }
+    assert_eq!(log.parks(), 4);
+    let done = log.shutdown();
+    assert_eq!((done.stats.records_written, done.stats.records_refused, done.stats.records_lost), (17, 0, 0));
+    assert!(done.problems.is_empty(), "{:?}", done.problems);
+    let report = verify_with_key(&path).unwrap();
+    assert_eq!((report.records, report.sealed), (17, 17));
+}
+
+#[test]
+fn without_ticks_unsealed_records_keep_the_writer_until_the_interval_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.checkpoint_interval = Duration::from_millis(300);
+    let (log, _) = AuditLog::open(c, key()).unwrap();
+    eventually("the fresh log's writer parks", || log.is_parked());
+    log.append(publish(1)).unwrap();
+    log.sync().unwrap();
+    // Nobody would wake a parked writer for the checkpoint: it must seal first.
+    eventually("the writer parks again", || log.is_parked());
+    assert_eq!(log.stats().last_checkpoint_size, 2, "parked with the record sealed: {:?}", log.stats());
+    log.shutdown();
+}
+
+#[test]
+fn with_ticks_a_parked_writer_is_woken_for_the_interval_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.checkpoint_interval = Duration::from_millis(400);
+    let path = c.path.clone();
+    let (log, _) = AuditLog::open(c, key()).unwrap();
+    log.tick();
+    eventually("the fresh log's writer parks", || log.is_parked());
+    log.append(publish(1)).unwrap();
+    // Parks with the record written and fsynced but not yet sealed…
+    eventually("the writer parks with a checkpoint pending", || log.is_parked());
+    assert_eq!(log.stats().last_checkpoint_size, 1, "{:?}", log.stats());
+    assert_eq!(log.stats().records_written, 2);
+    assert_eq!(lines(&path).len(), 2, "written before parking");
+    // …and the broker's ticks wake it when the checkpoint falls due.
+    eventually("a tick wakes the writer to seal", || {
+        log.tick();
+        log.stats().last_checkpoint_size == 2
+    });
+    eventually("the writer parks after sealing", || log.is_parked());
+    let done = log.shutdown();
+    assert!(done.problems.is_empty(), "{:?}", done.problems);
+    let report = verify_with_key(&path).unwrap();
+    assert_eq!((report.records, report.sealed), (3, 3));
+}
+
+#[test]
+fn appends_racing_with_parking_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.checkpoint_every = 7;
+    let path = c.path.clone();
+    let (log, _) = AuditLog::open(c, key()).unwrap();
+    log.tick();
+    let idle = mqseal_core::audit::writer::IDLE_BEFORE_PARK;
+    let mut appended = 0;
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    // Pauses scattered around the parking moment, so appends meet the writer
+    // about to park, parking, parked and restarting.
+    for burst in 0..40u64 {
+        for i in 0..(burst % 5 + 1) {
+            log.append(publish(burst * 100 + i)).unwrap();
+            appended += 1;
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let jitter = Duration::from_micros(seed % 40_000);
+        std::thread::sleep(idle - Duration::from_millis(20) + jitter);
+    }
+    assert!(log.parks() > 1, "the writer never parked: {}", log.parks());
+    let done = log.shutdown();
+    assert_eq!(done.stats.records_written, appended + 2, "{:?}", done.stats);
+    assert_eq!((done.stats.records_refused, done.stats.records_lost), (0, 0));
+    let k = kinds(&path);
+    assert_eq!(k.iter().filter(|k| *k == "publish.accepted").count() as u64, appended);
+    verify_with_key(&path).unwrap();
 }
 
 #[test]

@@ -365,3 +365,40 @@ fn a_torn_last_line_left_by_sigkill_is_cut_and_recorded_at_restart() {
     assert_eq!(facts["cut_bytes"].as_u64(), Some(torn_len as u64), "{}", recovered[0]);
     assert_eq!(of_kind(&all, "plugin.start").len(), 2);
 }
+
+/// Threads of the broker process, from /proc.
+fn broker_threads(broker: &Broker) -> usize {
+    let pid = broker.pid().expect("broker running");
+    std::fs::read_dir(format!("/proc/{pid}/task")).map(|tasks| tasks.count()).unwrap_or(0)
+}
+
+#[test]
+fn an_idle_broker_stays_single_threaded_and_a_crash_while_the_writer_is_parked_loses_nothing() {
+    let fleet = sensor_fleet();
+    // No checkpoint falls due during the test: the records stay unsealed while parked.
+    let config = fleet.broker_config("allow").option("checkpoint_every", "1000").option("checkpoint_interval_secs", "3600");
+    let mut broker = Broker::start(config);
+    let single = wait_until(Duration::from_secs(10), || broker_threads(&broker) == 1);
+    assert!(single, "the idle broker keeps {} threads\nbroker log:\n{}", broker_threads(&broker), broker.log());
+
+    // Unprotected traffic has nothing to record: no thread is started for it.
+    let out = mosquitto_pub(broker.port(), &["-u", "eve", "-i", "eve-open", "-t", "open/lamp", "-m", "on", "-q", "1"]);
+    assert!(out.status.success(), "mosquitto_pub: {}", text(&out.stderr));
+    assert_eq!(broker_threads(&broker), 1, "an unprotected publish started a thread");
+
+    // Protected publishes are recorded; then the writer parks again.
+    for n in 0..3 {
+        let envelope = fleet.seal("alice", TOPIC, format!("reading {n}").as_bytes());
+        publish_raw(&broker, "alice", &format!("alice-{n}"), &envelope);
+    }
+    assert!(wait_until(Duration::from_secs(10), || count_in_log(&broker, "publish.accepted") == 3), "{}", broker.log());
+    assert!(wait_until(Duration::from_secs(10), || broker_threads(&broker) == 1), "the writer never parked");
+
+    // A crash now, with the records written but not yet under a checkpoint.
+    broker.kill9();
+    broker.restart().unwrap_or_else(|failure| panic!("restart after SIGKILL: {failure}"));
+    let status = broker.stop().expect("broker was running");
+    assert!(status.success(), "broker exit {status:?}\n{}", broker.log());
+    assert_verifies(&fleet, &broker, None);
+    assert_eq!(count_in_log(&broker, "publish.accepted"), 3);
+}

@@ -6,6 +6,16 @@
 //! written from the broker thread): problems are queued for
 //! [`AuditLog::take_problems`], and counters are in [`AuditLog::stats`].
 //!
+//! The writer thread exists only while there is work. After
+//! [`IDLE_BEFORE_PARK`] with nothing queued it fsyncs what it wrote and exits
+//! ("parks"), handing its state back; the next append (or the broker's tick,
+//! when a checkpoint falls due) starts a new thread with that state. Measured
+//! why: one idle extra thread makes every syscall and every malloc of the
+//! broker pay the multi-threaded price (file reference counting in the kernel,
+//! glibc's cancellation points and arena locks): 8 % of plain Mosquitto's
+//! throughput on this machine, all of what loading mqseal cost unprotected
+//! traffic (docs/PERFORMANCE.md).
+//!
 //! Failure is sticky: after an I/O error the writer writes nothing more (a record
 //! written after a gap would be worse than none), every later append is refused
 //! with [`AppendError::WriterFailed`], and records that were queued are counted
@@ -14,7 +24,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -237,7 +247,15 @@ const NO_INDEX: u64 = u64::MAX;
 /// How long the writer lets records gather after the first one wakes it.
 const GATHER_WINDOW: Duration = Duration::from_millis(2);
 
-#[derive(Default)]
+/// How long the writer thread waits with nothing queued before it parks. Long
+/// enough that a steady stream of records never pays a thread start per batch
+/// (a start costs tens of µs on the broker thread), short enough that a broker
+/// carrying only unprotected traffic is single-threaded almost all the time.
+pub const IDLE_BEFORE_PARK: Duration = Duration::from_millis(100);
+
+/// `Shared::wake_at_ms` when a parked writer has no deadline.
+const NO_DEADLINE: u64 = u64::MAX;
+
 struct Shared {
     written: AtomicU64,
     refused: AtomicU64,
@@ -247,9 +265,43 @@ struct Shared {
     checkpoints: AtomicU64,
     failed: AtomicBool,
     problems: Mutex<Vec<String>>,
+    /// The writer thread has exited and handed its state back (see [`Parking`]).
+    parked: AtomicBool,
+    /// When a parked writer must run again (a checkpoint falls due), in ms since `epoch`.
+    wake_at_ms: AtomicU64,
+    /// The broker calls [`AuditLog::tick`]: a parked writer with a checkpoint
+    /// due can rely on being woken. Without ticks it parks only when sealed.
+    ticks_seen: AtomicBool,
+    epoch: Instant,
+    /// Times the writer parked, for tests and stats.
+    parks: AtomicU64,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            written: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            last_index: AtomicU64::new(0),
+            checkpoint_size: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+            problems: Mutex::new(Vec::new()),
+            parked: AtomicBool::new(false),
+            wake_at_ms: AtomicU64::new(NO_DEADLINE),
+            ticks_seen: AtomicBool::new(false),
+            epoch: Instant::now(),
+            parks: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Shared {
+    fn millis_since_epoch(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
     fn problem(&self, text: String) {
         let mut p = self.problems.lock();
         // A failing disk must not grow memory without bound: keep the first ones.
@@ -271,7 +323,34 @@ pub struct AuditLog {
     shared: Arc<Shared>,
     queue_full: QueueFullMode,
     origin: String,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<WriterThread>,
+}
+
+/// What a writer thread returns: its state when it parked, nothing when it stopped.
+type Parking = Option<(Writer, Receiver<Command>)>;
+
+/// Where the writer's state is.
+enum WriterThread {
+    Running(JoinHandle<Parking>),
+    /// Parked and joined, but a new thread could not be started (the log has
+    /// failed closed); kept so that shutdown can still seal the log.
+    Stranded(Box<Writer>, Receiver<Command>),
+    Stopped,
+}
+
+/// Starts a writer thread with the given state; on failure hands the state back.
+fn spawn_writer(writer: Writer, rx: Receiver<Command>) -> Result<JoinHandle<Parking>, (io::Error, Parking)> {
+    // The closure owns the state only once the thread runs: if the thread cannot
+    // be started, the state is still in the slot.
+    let slot = Arc::new(Mutex::new(Some((writer, rx))));
+    let theirs = slot.clone();
+    std::thread::Builder::new()
+        .name("mqseal-audit".into())
+        .spawn(move || {
+            let state = theirs.lock().take();
+            state.and_then(|(writer, rx)| writer.run(rx))
+        })
+        .map_err(|e| (e, slot.lock().take()))
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -302,11 +381,71 @@ impl AuditLog {
         writer.write_opening_records()?;
 
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity);
-        let thread = std::thread::Builder::new()
-            .name("mqseal-audit".into())
-            .spawn(move || writer.run(rx))
-            .map_err(AuditError::Spawn)?;
-        Ok((AuditLog { tx, shared, queue_full: config.queue_full, origin, thread: Some(thread) }, report))
+        let thread = spawn_writer(writer, rx).map_err(|(e, _)| AuditError::Spawn(e))?;
+        let thread = Mutex::new(WriterThread::Running(thread));
+        Ok((AuditLog { tx, shared, queue_full: config.queue_full, origin, thread }, report))
+    }
+
+    /// Starts the writer thread again if it parked. Called after each send: the
+    /// send and the writer's last look at the queue are ordered by SeqCst fences,
+    /// so either the writer sees the command or this sees `parked`.
+    fn wake_if_parked(&self) -> Result<(), AppendError> {
+        fence(Ordering::SeqCst);
+        if !self.shared.parked.load(Ordering::SeqCst) || !self.shared.parked.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut thread = self.thread.lock();
+        let parking = match std::mem::replace(&mut *thread, WriterThread::Stopped) {
+            // The writer set `parked` and returns right after: join waits for that.
+            WriterThread::Running(handle) => handle.join().unwrap_or(None),
+            WriterThread::Stranded(writer, rx) => Some((*writer, rx)),
+            WriterThread::Stopped => None,
+        };
+        let Some((writer, rx)) = parking else {
+            self.shared.failed.store(true, Ordering::Release);
+            self.shared.problem("audit writer thread stopped unexpectedly; no more records will be written".into());
+            return Err(AppendError::WriterFailed);
+        };
+        match spawn_writer(writer, rx) {
+            Ok(handle) => {
+                *thread = WriterThread::Running(handle);
+                Ok(())
+            }
+            Err((e, state)) => {
+                if let Some((writer, rx)) = state {
+                    *thread = WriterThread::Stranded(Box::new(writer), rx);
+                }
+                self.shared.failed.store(true, Ordering::Release);
+                self.shared.problem(format!("cannot restart the audit writer thread, no more records will be written: {e}"));
+                Err(AppendError::WriterFailed)
+            }
+        }
+    }
+
+    /// The broker's periodic tick: wakes a parked writer whose checkpoint is due.
+    /// Cheap (two atomic loads) when nothing is due: Mosquitto ticks every loop.
+    pub fn tick(&self) {
+        if !self.shared.ticks_seen.load(Ordering::Relaxed) {
+            self.shared.ticks_seen.store(true, Ordering::Relaxed);
+        }
+        let wake_at = self.shared.wake_at_ms.load(Ordering::Acquire);
+        if wake_at != NO_DEADLINE
+            && self.shared.parked.load(Ordering::Acquire)
+            && self.shared.millis_since_epoch(Instant::now()) >= wake_at
+        {
+            // A failure is sticky and reported through take_problems.
+            let _ = self.wake_if_parked();
+        }
+    }
+
+    /// Whether the writer thread is parked (no thread exists right now).
+    pub fn is_parked(&self) -> bool {
+        self.shared.parked.load(Ordering::Acquire)
+    }
+
+    /// How many times the writer thread has parked since the log was opened.
+    pub fn parks(&self) -> u64 {
+        self.shared.parks.load(Ordering::Relaxed)
     }
 
     /// The log's origin.
@@ -325,16 +464,23 @@ impl AuditLog {
             return refuse(AppendError::WriterFailed);
         }
         let command = Command::Record(UnixMillis::now(), event);
-        match self.queue_full {
+        let sent = match self.queue_full {
             QueueFullMode::Deny => match self.tx.try_send(command) {
                 Ok(()) => Ok(()),
-                Err(TrySendError::Full(_)) => refuse(AppendError::QueueFull),
-                Err(TrySendError::Disconnected(_)) => refuse(AppendError::WriterFailed),
+                Err(TrySendError::Full(_)) => Err(AppendError::QueueFull),
+                Err(TrySendError::Disconnected(_)) => Err(AppendError::WriterFailed),
             },
-            QueueFullMode::Block => match self.tx.send(command) {
-                Ok(()) => Ok(()),
-                Err(_) => refuse(AppendError::WriterFailed),
-            },
+            QueueFullMode::Block => {
+                // A parked writer cannot make room: wake it before waiting.
+                if self.tx.is_full() {
+                    self.wake_if_parked()?;
+                }
+                self.tx.send(command).map_err(|_| AppendError::WriterFailed)
+            }
+        };
+        match sent.and_then(|()| self.wake_if_parked()) {
+            Ok(()) => Ok(()),
+            Err(e) => refuse(e),
         }
     }
 
@@ -342,7 +488,11 @@ impl AuditLog {
     /// Blocks: for tests and administrative paths, not for the broker's hot path.
     pub fn sync(&self) -> Result<(), AppendError> {
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        if self.tx.is_full() {
+            self.wake_if_parked()?;
+        }
         self.tx.send(Command::Sync(reply_tx)).map_err(|_| AppendError::WriterFailed)?;
+        self.wake_if_parked()?;
         reply_rx.recv().map_err(|_| AppendError::WriterFailed)?;
         if self.shared.failed.load(Ordering::Acquire) {
             return Err(AppendError::WriterFailed);
@@ -378,13 +528,31 @@ impl AuditLog {
     }
 
     fn stop(&mut self) {
-        if let Some(thread) = self.thread.take() {
-            // The writer keeps draining, so this send waits at most for room.
-            let _ = self.tx.send(Command::Shutdown);
-            if thread.join().is_err() {
-                self.shared.failed.store(true, Ordering::Release);
-                self.shared.problem("audit writer thread panicked; the log may lack its final checkpoint".into());
-            }
+        // Shutdown goes through the queue like any command, so it comes after
+        // every record appended before it.
+        if matches!(*self.thread.lock(), WriterThread::Stopped) {
+            return;
+        }
+        if self.tx.is_full() {
+            let _ = self.wake_if_parked();
+        }
+        let _ = self.tx.send(Command::Shutdown);
+        let _ = self.wake_if_parked();
+        match std::mem::replace(&mut *self.thread.lock(), WriterThread::Stopped) {
+            WriterThread::Running(handle) => match handle.join() {
+                Ok(None) => {}
+                // It parked although Shutdown was queued: cannot happen (it parks
+                // only with an empty queue, and the wake-up above joined it);
+                // close here rather than lose the final checkpoint.
+                Ok(Some((mut writer, rx))) => writer.close(&rx),
+                Err(_) => {
+                    self.shared.failed.store(true, Ordering::Release);
+                    self.shared.problem("audit writer thread panicked; the log may lack its final checkpoint".into());
+                }
+            },
+            // The thread could not be restarted: close on this thread.
+            WriterThread::Stranded(mut writer, rx) => writer.close(&rx),
+            WriterThread::Stopped => {}
         }
     }
 }
@@ -499,14 +667,23 @@ impl Writer {
         self.seal().map_err(to_audit_error)
     }
 
-    fn run(mut self, rx: Receiver<Command>) {
+    /// The writer thread's loop. Returns its state when it parks (see
+    /// [`IDLE_BEFORE_PARK`]), nothing when it stops.
+    fn run(mut self, rx: Receiver<Command>) -> Parking {
         let _guard = FailOnPanic(self.shared.clone());
         let mut stopping = false;
+        let mut idle_since = Instant::now();
         while !stopping {
-            let first = match self.next_deadline() {
+            let park_at = self.may_park().then(|| idle_since + IDLE_BEFORE_PARK);
+            let wait_until = match (self.next_deadline(), park_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let first = match wait_until {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 Some(deadline) => rx.recv_deadline(deadline),
             };
+            let had_work = first.is_ok();
             match first {
                 Ok(command) => {
                     let gather = matches!(command, Command::Record(..));
@@ -519,7 +696,11 @@ impl Writer {
                         std::thread::sleep(GATHER_WINDOW.min(self.config.batch_window));
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => {
+                    if park_at.is_some_and(|at| Instant::now() >= at) && self.park(&rx) {
+                        return Some((self, rx));
+                    }
+                }
                 Err(RecvTimeoutError::Disconnected) => stopping = true,
             }
             // Take what is already queued, up to one batch, before writing.
@@ -532,8 +713,45 @@ impl Writer {
                 taken += 1;
             }
             self.after_batch();
+            if had_work || !rx.is_empty() {
+                idle_since = Instant::now();
+            }
         }
         self.close(&rx);
+        None
+    }
+
+    /// Whether the thread may exit when idle: never after a failure (appends
+    /// are refused anyway and nothing must be retried), and with records not
+    /// yet sealed only if the broker's ticks will wake it for the checkpoint.
+    fn may_park(&self) -> bool {
+        !self.failed && (self.since_checkpoint == 0 || self.shared.ticks_seen.load(Ordering::Relaxed))
+    }
+
+    /// Tries to park: makes what was written durable, publishes when to be
+    /// woken, then takes a last look at the queue. True: the thread must exit
+    /// and hand its state back (an appender will start a new one).
+    fn park(&mut self, rx: &Receiver<Command>) -> bool {
+        if self.sync_due.is_some() {
+            // Due within the group-commit window anyway; nobody would run it while parked.
+            let result = self.sync_data();
+            self.check(result);
+        }
+        if !self.may_park() {
+            return false;
+        }
+        let wake_at = (self.since_checkpoint > 0)
+            .then(|| self.shared.millis_since_epoch(self.last_checkpoint_at + self.config.checkpoint_interval))
+            .unwrap_or(NO_DEADLINE);
+        self.shared.wake_at_ms.store(wake_at, Ordering::Release);
+        self.shared.parked.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if !rx.is_empty() && self.shared.parked.compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+            // A command arrived meanwhile and nobody claimed the wake-up: go on.
+            return false;
+        }
+        self.shared.parks.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Returns true on shutdown.

@@ -740,6 +740,10 @@ impl Engine {
 
     /// Periodic work on the broker thread; returns clients to disconnect.
     pub fn tick(&mut self) -> Vec<Kick> {
+        if let Some(audit) = &self.audit {
+            // Wakes a parked audit writer when its checkpoint falls due.
+            audit.tick();
+        }
         let now = Instant::now();
         if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
             self.last_housekeeping = now;
