@@ -33,6 +33,9 @@ pub struct BrokerConfig {
     pub allow_anonymous: bool,
     /// Files to create in the broker's directory before start: (relative name, bytes).
     pub files: Vec<(String, Vec<u8>)>,
+    /// `log_type all` (tests read debug lines); false: Mosquitto's default log types
+    /// (error, warning, notice, information), as a production broker runs, for benchmarks.
+    pub debug_log: bool,
 }
 
 impl Default for BrokerConfig {
@@ -45,6 +48,7 @@ impl Default for BrokerConfig {
             trailing_lines: Vec::new(),
             allow_anonymous: true,
             files: Vec::new(),
+            debug_log: true,
         }
     }
 }
@@ -70,6 +74,12 @@ impl BrokerConfig {
 
     pub fn line(mut self, line: &str) -> Self {
         self.extra_lines.push(line.to_string());
+        self
+    }
+
+    /// Logs as a production broker does (no per-message debug lines): benchmarks.
+    pub fn production_logging(mut self) -> Self {
+        self.debug_log = false;
         self
     }
 
@@ -172,7 +182,11 @@ impl Broker {
         }
         conf.push_str(&format!("listener {} 127.0.0.1\n", self.port));
         conf.push_str(&format!("allow_anonymous {}\n", config.allow_anonymous));
-        conf.push_str("persistence false\nlog_dest stderr\nlog_type all\nset_tcp_nodelay true\n");
+        conf.push_str("persistence false\nlog_dest stderr\nset_tcp_nodelay true\n");
+        let log_types: &[&str] = if config.debug_log { &["all"] } else { &["error", "warning", "notice", "information"] };
+        for log_type in log_types {
+            conf.push_str(&format!("log_type {log_type}\n"));
+        }
         // As root, mosquitto would switch to the `mosquitto` user, which cannot read
         // the test's private temp dir; tests run it as whoever runs the tests.
         // SAFETY: geteuid has no preconditions.

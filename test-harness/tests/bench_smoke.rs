@@ -3,54 +3,81 @@
 
 use test_harness::bench::{self, BenchOptions};
 
-fn smoke(qos: u8) {
-    let options = BenchOptions {
+fn tiny(qos: Vec<u8>, rounds: usize) -> BenchOptions {
+    BenchOptions {
         messages: 200,
-        publishers: 1,
+        publishers: 2,
         subscribers: 1,
         qos,
-        payload: 128,
-        rate: if qos == 1 { Some(5000.0) } else { None },
+        payloads: vec![128],
+        rate: None,
+        inflight: 5,
+        rounds,
         verify_iterations: 20,
         audit_durability: None,
-    };
-    let report = bench::run(&options).expect("bench runs");
-    assert_eq!(report.rows.len(), 3, "three configurations");
-    for (row, prefix) in report.rows.iter().zip(["(a)", "(b)", "(c)"]) {
-        assert!(row.name.starts_with(prefix), "row order: {}", row.name);
-        assert_eq!(row.expected, 200, "{}", row.name);
-        assert_eq!(row.delivered, 200, "{} must deliver every message", row.name);
-        assert!(row.p50_us > 0.0 && row.p99_us >= row.p50_us && row.max_us >= row.p99_us, "{row:?}");
-        assert!(row.broker_cpu_s >= 0.0, "{row:?}");
     }
-    // (c) carries envelopes, larger than the 128-byte plaintext.
-    assert!(report.rows[2].wire_payload_bytes > 128, "{:?}", report.rows[2]);
-    assert!(report.verify_us > 0.0 && report.ceiling_msgs_per_s.is_finite());
+}
+
+fn check_delivered_everything(report: &bench::Report) {
+    for s in &report.scenarios {
+        assert!(!s.rounds.is_empty());
+        for round in &s.rounds {
+            for (row, name) in round.iter().zip(bench::CONFIGURATIONS) {
+                assert_eq!(row.name, name, "row order");
+                assert_eq!(row.expected, 200, "{}", row.name);
+                assert_eq!(row.delivered, 200, "QoS {}: {} must deliver every message", s.qos, row.name);
+                assert!(row.p50_us > 0.0 && row.p99_us >= row.p50_us && row.max_us >= row.p99_us, "{row:?}");
+                assert!(row.broker_cpu_s >= 0.0, "{row:?}");
+            }
+            // (c) carries envelopes, larger than the 128-byte plaintext.
+            assert!(round[2].wire_payload_bytes > 128, "{:?}", round[2]);
+        }
+        assert!(s.ceiling_msgs_per_s.is_finite() && s.ceiling_msgs_per_s > 0.0);
+    }
+}
+
+#[test]
+fn every_configuration_delivers_everything_at_qos0_and_at_qos1_with_a_window() {
+    let report = bench::run(&tiny(vec![0, 1], 1)).expect("bench runs");
+    assert_eq!(report.scenarios.iter().map(|s| (s.qos, s.payload)).collect::<Vec<_>>(), [(0, 128), (1, 128)]);
+    check_delivered_everything(&report);
+    assert!(report.verify_us > 0.0);
     let table = report.markdown();
-    for prefix in ["| (a)", "| (b)", "| (c)", "Ceiling for (c)"] {
-        assert!(table.contains(prefix), "markdown lacks {prefix}:\n{table}");
+    for needle in ["| (a)", "| (b)", "| (c)", "Ceiling for (c)", "### QoS 0, 128 B", "### QoS 1, 128 B", "Targets:"] {
+        assert!(table.contains(needle), "markdown lacks {needle}:\n{table}");
     }
     let json = report.to_json();
-    assert_eq!(json["rows"].as_array().map(Vec::len), Some(3), "{json}");
+    let scenarios = json["scenarios"].as_array().expect("scenarios");
+    assert_eq!(scenarios.len(), 2, "{json}");
+    assert_eq!(scenarios[1]["median"].as_array().map(Vec::len), Some(3), "{json}");
 }
 
 #[test]
-fn qos0_smoke_delivers_everything_in_all_three_configurations() {
-    smoke(0);
-}
-
-#[test]
-fn qos1_smoke_delivers_everything_in_all_three_configurations() {
-    smoke(1);
+fn rounds_are_kept_and_the_median_round_is_reported() {
+    let report = bench::run(&tiny(vec![0], 3)).expect("bench runs");
+    check_delivered_everything(&report);
+    let s = &report.scenarios[0];
+    assert_eq!(s.rounds.len(), 3);
+    for k in 0..3 {
+        let mut rates: Vec<f64> = s.rounds.iter().map(|r| r[k].msgs_per_s).collect();
+        rates.sort_by(f64::total_cmp);
+        assert_eq!(s.median(k).msgs_per_s, rates[1], "configuration {k}");
+        assert_eq!(s.range(k), (rates[0], rates[2]));
+    }
 }
 
 #[test]
 fn bad_arguments_are_refused_with_the_flag_named() {
     let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let err = bench::parse_args(&args(&["--qos", "2"])).unwrap_err().to_string();
+    let err = bench::parse_args(&args(&["--qos", "0,2"])).unwrap_err().to_string();
     assert!(err.contains("--qos"), "{err}");
     let err = bench::parse_args(&args(&["--messages"])).unwrap_err().to_string();
     assert!(err.contains("--messages"), "{err}");
-    let (o, json, md) = bench::parse_args(&args(&["--messages", "10", "--json", "x.json", "--markdown", "x.md"])).unwrap();
-    assert_eq!((o.messages, json.as_deref(), md.as_deref()), (10, Some("x.json"), Some("x.md")));
+    let err = bench::parse_args(&args(&["--payload", "128,big"])).unwrap_err().to_string();
+    assert!(err.contains("--payload") && err.contains("big"), "{err}");
+    let (o, json, md) =
+        bench::parse_args(&args(&["--messages", "10", "--qos", "1", "--payload", "128,1024", "--rounds", "5", "--json", "x.json", "--markdown", "x.md"]))
+            .unwrap();
+    assert_eq!((o.messages, o.qos.clone(), o.payloads.clone(), o.rounds), (10, vec![1], vec![128, 1024], 5));
+    assert_eq!((json.as_deref(), md.as_deref()), (Some("x.json"), Some("x.md")));
 }

@@ -14,7 +14,7 @@ use std::hash::{Hash, Hasher};
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -30,8 +30,12 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Workload {
     pub port: u16,
     pub qos: u8,
-    /// Total messages per second over all publishers; None: as fast as possible.
+    /// Total messages per second over all publishers; None: as fast as possible
+    /// (at QoS 1, as fast as the in-flight window lets each publisher go).
     pub rate: Option<f64>,
+    /// QoS 1: how many PUBLISHes a publisher may have unacknowledged, like a real
+    /// client's in-flight window (Mosquitto's own default is 20).
+    pub inflight: usize,
     /// (MQTT username, topic, payloads) per publisher.
     pub publishers: Vec<(String, String, Vec<Vec<u8>>)>,
     /// (MQTT username, topic filter) per subscriber.
@@ -192,11 +196,12 @@ pub fn run(work: Workload) -> Result<LoadResult> {
         pub_streams.push((stream, packets));
     }
     let per_pub_rate = work.rate.map(|r| r / work.publishers.len().max(1) as f64);
+    let inflight = work.inflight.max(1) as u64;
     let start_ns = shared.now_ns();
     let mut pub_threads = Vec::new();
     for (p, (stream, packets)) in pub_streams.into_iter().enumerate() {
         let shared = shared.clone();
-        pub_threads.push(std::thread::spawn(move || publisher(p, stream, packets, shared, qos, per_pub_rate)));
+        pub_threads.push(std::thread::spawn(move || publisher(p, stream, packets, shared, qos, per_pub_rate, inflight)));
     }
     for t in pub_threads {
         t.join().map_err(|_| anyhow!("publisher thread panicked"))??;
@@ -220,18 +225,56 @@ pub fn run(work: Workload) -> Result<LoadResult> {
     })
 }
 
-fn publisher(p: usize, mut stream: TcpStream, packets: Vec<Vec<u8>>, shared: Arc<Shared>, qos: u8, rate: Option<f64>) -> Result<()> {
-    let acks = Arc::new(AtomicU64::new(0));
+/// PUBACKs received by one QoS 1 publisher, for its in-flight window.
+#[derive(Default)]
+struct Acks {
+    count: Mutex<u64>,
+    arrived: Condvar,
+}
+
+impl Acks {
+    fn add_one(&self) {
+        *self.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.arrived.notify_one();
+    }
+
+    /// Waits until at least `n` PUBACKs have arrived (or `IO_TIMEOUT` passes without one).
+    fn wait_for(&self, n: u64) -> Result<()> {
+        let mut count = self.count.lock().unwrap_or_else(|p| p.into_inner());
+        while *count < n {
+            let (next, timeout) = self.arrived.wait_timeout(count, IO_TIMEOUT).unwrap_or_else(|p| p.into_inner());
+            if timeout.timed_out() && *next < n {
+                bail!("no PUBACK for {IO_TIMEOUT:?} ({} of {n} acknowledged)", *next);
+            }
+            count = next;
+        }
+        Ok(())
+    }
+}
+
+fn publisher(
+    p: usize,
+    mut stream: TcpStream,
+    packets: Vec<Vec<u8>>,
+    shared: Arc<Shared>,
+    qos: u8,
+    rate: Option<f64>,
+    inflight: u64,
+) -> Result<()> {
+    let acks = Arc::new(Acks::default());
+    let total = packets.len() as u64;
     let ack_reader = if qos > 0 {
         let mut reader = BufReader::new(stream.try_clone()?);
         let acks = acks.clone();
-        let total = packets.len() as u64;
         Some(std::thread::spawn(move || -> Result<()> {
-            while acks.load(Ordering::Relaxed) < total {
-                let (kind, _) = read_packet(&mut reader).context("waiting for PUBACK")?;
-                if kind == 0x40 {
-                    acks.fetch_add(1, Ordering::Relaxed);
+            for _ in 0..total {
+                loop {
+                    let (kind, _) = read_packet(&mut reader).context("waiting for PUBACK")?;
+                    if kind == 0x40 {
+                        break;
+                    }
                 }
+                acks.add_one();
             }
             Ok(())
         }))
@@ -247,14 +290,16 @@ fn publisher(p: usize, mut stream: TcpStream, packets: Vec<Vec<u8>>, shared: Arc
                 std::thread::sleep(due - now);
             }
         }
+        if qos > 0 && i as u64 >= inflight {
+            acks.wait_for(i as u64 + 1 - inflight).with_context(|| format!("publisher {p}"))?;
+        }
         shared.sent[p][i].store(shared.now_ns(), Ordering::Release);
         stream.write_all(packet).with_context(|| format!("publisher {p}: write message {i}"))?;
     }
     if let Some(reader) = ack_reader {
         reader.join().map_err(|_| anyhow!("PUBACK reader panicked"))??;
     }
-    // Keep the connection until subscribers are done would be nicer, but a clean
-    // DISCONNECT after all acks (QoS 1) or all writes (QoS 0) loses nothing.
+    // A clean DISCONNECT after all acks (QoS 1) or all writes (QoS 0) loses nothing.
     let _ = stream.write_all(&[0xe0, 0x00]);
     Ok(())
 }

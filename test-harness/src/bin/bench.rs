@@ -1,8 +1,10 @@
-//! `cargo run --release -p test-harness --bin bench -- [--messages N] [--publishers P]
-//! [--subscribers S] [--qos 0|1] [--payload 128|1024] [--rate R] [--audit-durability fsync|os] [--json FILE] [--markdown FILE]`
+//! `cargo run --release -p test-harness --bin bench -- [--messages N (100000)] [--publishers P (4)]
+//! [--subscribers S (1)] [--qos 0,1] [--payload 128,1024] [--rounds R (3)] [--rate MSG_PER_S]
+//! [--inflight W (20)] [--audit-durability fsync|os] [--json FILE] [--markdown FILE]`
 //!
-//! Runs plain Mosquitto, mqseal on unprotected topics and mqseal on protected
-//! topics one after another and prints a Markdown table (see docs/PERFORMANCE.md).
+//! For every (QoS, payload) pair, runs plain Mosquitto, mqseal on unprotected
+//! topics and mqseal on protected topics, R rounds each, interleaved, and prints
+//! Markdown tables (see docs/PERFORMANCE.md).
 
 use std::path::Path;
 use std::process::ExitCode;
