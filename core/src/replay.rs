@@ -17,7 +17,9 @@
 //! device clocks that are roughly right (NTP); a device whose clock lags is
 //! refused until its clock passes the restart time.
 
-use std::collections::HashMap;
+// Seeded foldhash: looked up twice per protected message; the engine inserts
+// only senders it has matched to a device of the policy.
+use foldhash::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};

@@ -20,7 +20,9 @@
 //! a topic must belong to at most one group, or the broker could not tell which
 //! group's members may publish there.
 
-use std::collections::HashMap;
+// Seeded foldhash, not SipHash: these look-ups run several times per message,
+// and their keys come from the policy (an attacker can only look up, never insert).
+use foldhash::{HashMap, HashMapExt};
 use std::ops::ControlFlow;
 
 /// The longest topic MQTT can carry (a two-byte length prefix).

@@ -109,7 +109,7 @@ impl Engine {
     /// with exactly the keys and username the policy gives it.
     fn accept_identity(&mut self, client: Client<'_>, device_id: &str, topic: &str, payload: &[u8]) -> Result<(), DenyReason> {
         let cert = IdentityCert::from_signed(payload, &self.authority, topic).map_err(|e| {
-            self.log_denial(format!("refused identity on {topic}: {e}"));
+            self.log_denial(|| format!("refused identity on {topic}: {e}"));
             DenyReason(e.reason())
         })?;
         if cert.identity.id != device_id {
@@ -133,7 +133,7 @@ impl Engine {
     /// is not in, and is not older than the last one accepted.
     fn accept_bundle(&mut self, client: Client<'_>, device_id: &str, topic: &str, payload: &[u8]) -> Result<(), DenyReason> {
         let bundle = Bundle::from_signed(payload, &self.authority, topic).map_err(|e| {
-            self.log_denial(format!("refused bundle on {topic}: {e}"));
+            self.log_denial(|| format!("refused bundle on {topic}: {e}"));
             DenyReason(e.reason())
         })?;
         if bundle.device != device_id {
@@ -144,11 +144,13 @@ impl Engine {
         for (group_id, keys) in &bundle.groups {
             let member = self.policy.group_by_id(group_id).filter(|&g| self.policy.role(g, device).is_some());
             let Some(group) = member else {
-                self.log_denial(format!(
-                    "refused bundle on {topic}: it holds keys of group {group_id}, which the policy in force (version {}) \
-                     does not list device {device_id} in; push the policy first",
-                    self.policy.version()
-                ));
+                let version = self.policy.version();
+                self.log_denial(|| {
+                    format!(
+                        "refused bundle on {topic}: it holds keys of group {group_id}, which the policy in force (version {version}) \
+                         does not list device {device_id} in; push the policy first"
+                    )
+                });
                 return Err(DenyReason::BUNDLE_GROUP_NOT_MEMBER);
             };
             let current = self.policy.group(group).epoch;

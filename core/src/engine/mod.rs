@@ -79,12 +79,27 @@ pub enum StartError {
     Replay(String),
 }
 
-/// The publish mqseal just verified in an ACL write check.
+/// The publish mqseal just verified in an ACL write check. One slot, reused:
+/// its strings keep their capacity, so remembering costs no allocation.
+#[derive(Default)]
 struct JustVerified {
+    /// The slot holds a publish not yet seen by the MESSAGE event.
+    armed: bool,
     client_id: String,
     topic: String,
     payload_addr: usize,
     payload_len: usize,
+}
+
+impl JustVerified {
+    /// Disarms the slot; true if it held exactly this publish.
+    fn take_if(&mut self, client_id: &str, topic: &str, payload: &[u8]) -> bool {
+        std::mem::take(&mut self.armed)
+            && self.client_id == client_id
+            && self.topic == topic
+            && self.payload_addr == payload.as_ptr() as usize
+            && self.payload_len == payload.len()
+    }
 }
 
 /// Where a publish is being judged.
@@ -119,11 +134,12 @@ pub struct Engine {
     audit: Option<AuditLog>,
     replay: ReplayWindow,
     flood: FloodGuard,
-    just_verified: Option<JustVerified>,
+    just_verified: JustVerified,
     /// Device id → timestamp of its last accepted login token (single use).
     last_login: HashMap<Box<str>, u64>,
     /// Group id → highest key epoch seen in an accepted publish.
-    epochs_seen: HashMap<Box<str>, u64>,
+    /// Group id → highest epoch seen (foldhash: looked up per message; ids from the policy).
+    epochs_seen: foldhash::HashMap<Box<str>, u64>,
     /// Device id → version of the last key bundle accepted on its control topic.
     bundle_versions: HashMap<Box<str>, u64>,
     pending_kicks: Vec<Kick>,
@@ -134,7 +150,7 @@ pub struct Engine {
     /// the replay window may have lost that sender's last accepted numbers.
     crash_floor_ms: Option<u64>,
     /// Senders with a message accepted since the start (only kept after a crash).
-    fresh_senders: std::collections::HashSet<Box<str>>,
+    fresh_senders: foldhash::HashSet<Box<str>>,
     stats: Stats,
     log_window: (Instant, u32),
     last_housekeeping: Instant,
@@ -242,9 +258,9 @@ impl Engine {
             policy,
             audit: Some(audit),
             replay,
-            just_verified: None,
+            just_verified: JustVerified::default(),
             last_login: HashMap::new(),
-            epochs_seen: HashMap::new(),
+            epochs_seen: Default::default(),
             bundle_versions: HashMap::new(),
             pending_kicks: Vec::new(),
             _audit_lock: audit_lock,
@@ -299,7 +315,9 @@ impl Engine {
         }
     }
 
-    fn log_denial(&mut self, message: String) {
+    /// Logs a denial, at most LOG_LINES_PER_SECOND a second; the text is only
+    /// made when it will be logged (a flood of bad packets formats nothing).
+    fn log_denial(&mut self, message: impl FnOnce() -> String) {
         let now = Instant::now();
         if now.duration_since(self.log_window.0) >= Duration::from_secs(1) {
             if self.stats.log_lines_suppressed > 0 && self.log_window.1 > LOG_LINES_PER_SECOND {
@@ -312,7 +330,7 @@ impl Engine {
         }
         self.log_window.1 += 1;
         if self.log_window.1 <= LOG_LINES_PER_SECOND {
-            self.host.log(LogLevel::Notice, &message);
+            self.host.log(LogLevel::Notice, &message());
         } else {
             self.stats.log_lines_suppressed += 1;
         }
@@ -367,7 +385,7 @@ impl Engine {
                     username: username.map(str::to_string),
                     reason: reason.0.into(),
                 });
-                self.log_denial(format!("refused login of client '{client_id}' (username {username:?}): {reason}"));
+                self.log_denial(|| format!("refused login of client '{client_id}' (username {username:?}): {reason}"));
                 Decision::Deny(reason)
             }
         }
@@ -417,7 +435,7 @@ impl Engine {
         }
         if let Some(problem) = Self::client_identity_problem(client) {
             if access != Access::Read {
-                self.log_denial(format!("refused {access:?} on '{topic}' by client '{}': {problem}", client.id));
+                self.log_denial(|| format!("refused {access:?} on '{topic}' by client '{}': {problem}", client.id));
             }
             return Decision::Deny(problem);
         }
@@ -431,14 +449,8 @@ impl Engine {
 
     /// Sees every client publish once, after the ACL write check, before it is stored.
     pub fn on_message(&mut self, client: Client<'_>, topic: &str, payload: &[u8], _retain: bool) -> Decision {
-        if let Some(seen) = self.just_verified.take() {
-            if seen.client_id == client.id
-                && seen.topic == topic
-                && seen.payload_addr == payload.as_ptr() as usize
-                && seen.payload_len == payload.len()
-            {
-                return Decision::Allow;
-            }
+        if self.just_verified.take_if(client.id, topic, payload) {
+            return Decision::Allow;
         }
         if topic.starts_with(RESERVED_PREFIX) {
             return Decision::Deny(DenyReason::RESERVED_TOPIC);
@@ -549,12 +561,14 @@ impl Engine {
     /// After an ACL write check accepted a publish: MESSAGE lets exactly this
     /// message through without checking it again.
     fn remember_verified(&mut self, client: Client<'_>, topic: &str, payload: &[u8]) {
-        self.just_verified = Some(JustVerified {
-            client_id: client.id.to_string(),
-            topic: topic.to_string(),
-            payload_addr: payload.as_ptr() as usize,
-            payload_len: payload.len(),
-        });
+        let slot = &mut self.just_verified;
+        slot.client_id.clear();
+        slot.client_id.push_str(client.id);
+        slot.topic.clear();
+        slot.topic.push_str(topic);
+        slot.payload_addr = payload.as_ptr() as usize;
+        slot.payload_len = payload.len();
+        slot.armed = true;
     }
 
     fn note_epoch(&mut self, group: GroupIdx, epoch: u64) {
@@ -591,10 +605,12 @@ impl Engine {
 
     fn deny_publish(&mut self, client: Client<'_>, topic: &str, reason: DenyReason, header: Option<&EnvelopeHeader<'_>>, payload: &[u8]) {
         *self.stats.publishes_denied.entry(reason.0).or_default() += 1;
-        let about = header
-            .map(|h| format!(" (sender {}, group {}, epoch {}, seq {})", h.sender, h.group, h.epoch, h.seq))
-            .unwrap_or_default();
-        self.log_denial(format!("denied PUBLISH from client '{}' on '{topic}': {reason}{about}", client.id));
+        self.log_denial(|| {
+            let about = header
+                .map(|h| format!(" (sender {}, group {}, epoch {}, seq {})", h.sender, h.group, h.epoch, h.seq))
+                .unwrap_or_default();
+            format!("denied PUBLISH from client '{}' on '{topic}': {reason}{about}", client.id)
+        });
         self.record(AuditEvent::PublishDenied {
             client: client.id.to_string(),
             topic: topic.to_string(),
@@ -656,8 +672,10 @@ impl Engine {
 
     fn check_subscribe(&mut self, client: Client<'_>, filter_text: &str) -> Decision {
         let device = self.device_of(client);
+        // Only a shared subscription can hide the reserved prefix behind another.
         let control = filter_text.starts_with(RESERVED_PREFIX)
-            || crate::topic::parse_subscription(filter_text).is_ok_and(|s| s.filter.starts_with(RESERVED_PREFIX));
+            || (filter_text.starts_with("$share/")
+                && crate::topic::parse_subscription(filter_text).is_ok_and(|s| s.filter.starts_with(RESERVED_PREFIX)));
         let decision = if control {
             match self.check_control_subscription(client, filter_text) {
                 Ok(()) => Decision::Allow,
@@ -674,7 +692,7 @@ impl Engine {
         };
         if let Decision::Deny(reason) = decision {
             self.stats.subscribes_denied += 1;
-            self.log_denial(format!("denied SUBSCRIBE from client '{}' to '{filter_text}': {reason}", client.id));
+            self.log_denial(|| format!("denied SUBSCRIBE from client '{}' to '{filter_text}': {reason}", client.id));
             self.record(AuditEvent::SubscribeDenied {
                 client: client.id.to_string(),
                 filter: filter_text.to_string(),
@@ -718,7 +736,7 @@ impl Engine {
         let revoked = crate::policy::diff::revocations(&self.policy, &policy);
         let old_version = self.policy.version();
         self.policy = policy;
-        self.just_verified = None;
+        self.just_verified.armed = false;
         self.host.log(
             LogLevel::Notice,
             &format!(

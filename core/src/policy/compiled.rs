@@ -6,7 +6,9 @@
 //! instead of being cloned into every membership. Signing keys are decoded at
 //! load time, so verification never parses a key.
 
-use std::collections::HashMap;
+// Seeded foldhash, not SipHash: these look-ups run several times per message,
+// and their keys come from the policy (an attacker can only look up, never insert).
+use foldhash::{HashMap, HashMapExt};
 use std::ops::ControlFlow;
 
 use super::model::{validate_username, Policy, Role, MAX_GRACE_SECS};
