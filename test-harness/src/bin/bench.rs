@@ -1,6 +1,6 @@
 //! `cargo run --release -p test-harness --bin bench -- [--messages N (100000)] [--publishers P (4)]
-//! [--subscribers S (1)] [--qos 0,1] [--payload 128,1024] [--rounds R (3)] [--rate MSG_PER_S]
-//! [--inflight W (20)] [--audit-durability fsync|os] [--json FILE] [--markdown FILE]`
+//! [--subscribers S (1)] [--qos 0,1] [--payload 128,1024] [--rounds R (5)] [--rate MSG_PER_S]
+//! [--inflight W (20)] [--eager-subscribers] [--audit-durability fsync|os] [--json FILE] [--markdown FILE]`
 //!
 //! For every (QoS, payload) pair, runs plain Mosquitto, mqseal on unprotected
 //! topics and mqseal on protected topics, R rounds each, interleaved, and prints
