@@ -14,6 +14,7 @@ fn tiny(qos: Vec<u8>, rounds: usize) -> BenchOptions {
         inflight: 5,
         batched_reads: true,
         rounds,
+        settle: std::time::Duration::ZERO,
         verify_iterations: 20,
         audit_durability: None,
     }

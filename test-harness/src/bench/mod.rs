@@ -50,6 +50,8 @@ pub struct BenchOptions {
     /// Each scenario runs (a), (b), (c) this many times, interleaved, the order
     /// rotating each round; the tables give the median round of each.
     pub rounds: usize,
+    /// How long each broker runs before its timed phase (see [`SETTLE_AFTER_START`]).
+    pub settle: std::time::Duration,
     /// Iterations of the in-process Ed25519 verify microbenchmark.
     pub verify_iterations: usize,
     /// `plugin_opt_audit_durability` for (c); None = the plugin's default (fsync).
@@ -68,6 +70,7 @@ impl Default for BenchOptions {
             inflight: 20,
             batched_reads: true,
             rounds: 5,
+            settle: SETTLE_AFTER_START,
             verify_iterations: 20_000,
             audit_durability: None,
         }
@@ -249,7 +252,13 @@ fn subscriber_id(s: usize) -> String {
 }
 
 /// Runs one configuration: starts the broker, runs the load, stops the broker.
-fn measure(name: &str, config: BrokerConfig, workload: impl FnOnce(u16) -> Workload, wire_payload_bytes: usize) -> Result<Row> {
+fn measure(
+    name: &str,
+    config: BrokerConfig,
+    settle: std::time::Duration,
+    workload: impl FnOnce(u16) -> Workload,
+    wire_payload_bytes: usize,
+) -> Result<Row> {
     // Every configuration logs as a production broker would and queues without a
     // limit, so that a slow subscriber loses no QoS 1 message at unlimited rate.
     let config = config.production_logging().line("max_queued_messages 0");
@@ -259,7 +268,7 @@ fn measure(name: &str, config: BrokerConfig, workload: impl FnOnce(u16) -> Workl
     // configuration gets the same settling time after it accepts connections.
     // (mqseal's start-up records keep its audit writer thread for 100-200 ms,
     // and a second thread alone costs Mosquitto 8 %: see docs/PERFORMANCE.md.)
-    std::thread::sleep(SETTLE_AFTER_START);
+    std::thread::sleep(settle);
     let workload = workload(broker.port());
     let cpu_before = process_cpu_seconds(pid)?;
     let result: LoadResult = load::run(workload).with_context(|| format!("{name}: load"))?;
@@ -365,14 +374,14 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
                 // Rotate the order so that no configuration always runs first or last.
                 for k in (0..3).map(|i| (i + round) % 3) {
                     let row = match k {
-                        0 => measure(CONFIGURATIONS[0], BrokerConfig::plain(), workload("bench", "bench/#", &plain), payload.max(16))?,
-                        1 => measure(CONFIGURATIONS[1], fleet.broker_config("allow"), workload("open", "open/#", &plain), payload.max(16))?,
+                        0 => measure(CONFIGURATIONS[0], BrokerConfig::plain(), options.settle, workload("bench", "bench/#", &plain), payload.max(16))?,
+                        1 => measure(CONFIGURATIONS[1], fleet.broker_config("allow"), options.settle, workload("open", "open/#", &plain), payload.max(16))?,
                         _ => {
                             let mut protected = fleet.broker_config("allow");
                             if let Some(durability) = &options.audit_durability {
                                 protected = protected.option("audit_durability", durability);
                             }
-                            measure(CONFIGURATIONS[2], protected, workload("bench", "bench/#", &sealed), envelope_bytes)?
+                            measure(CONFIGURATIONS[2], protected, options.settle, workload("bench", "bench/#", &sealed), envelope_bytes)?
                         }
                     };
                     rows[k] = Some(row);
