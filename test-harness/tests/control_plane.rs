@@ -270,7 +270,7 @@ fn a_right_granted_by_a_push_is_used_without_rejoining() {
     assert!(push_policy(&fleet, &broker).status.success());
     mqseal_ok(&[&["bundle", "push", "carol", "bob", "--realm", realm][..], &net].concat(), None);
     let bob = fleet.device_dir("bob");
-    let mut sub = Command::new(&artifacts().cli)
+    let sub = Command::new(&artifacts().cli)
         .args(["sub", "--device", bob.to_str().unwrap(), "-t", "g/#", "-C", "1", "-W", "20"])
         .args(net)
         .stdout(std::process::Stdio::piped())

@@ -17,6 +17,8 @@ mod control_plane;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::audit::event::Token;
@@ -137,8 +139,8 @@ pub struct Engine {
     just_verified: JustVerified,
     /// Device id → timestamp of its last accepted login token (single use).
     last_login: HashMap<Box<str>, u64>,
-    /// Group id → highest key epoch seen in an accepted publish.
-    /// Group id → highest epoch seen (foldhash: looked up per message; ids from the policy).
+    /// Group id → highest key epoch seen in an accepted publish (foldhash: looked
+    /// up per message; the ids come from the policy).
     epochs_seen: foldhash::HashMap<Box<str>, u64>,
     /// Device id → version of the last key bundle accepted on its control topic.
     bundle_versions: HashMap<Box<str>, u64>,
@@ -154,7 +156,29 @@ pub struct Engine {
     stats: Stats,
     log_window: (Instant, u32),
     last_housekeeping: Instant,
+    /// The broker calls `tick`: a reload can load in the background and be
+    /// installed by a later tick. Without ticks it loads on the broker thread.
+    ticks_seen: bool,
+    pending_reload: Option<PendingReload>,
+    /// Threads dropping replaced policies (large ones take a while to free);
+    /// joined before shutdown returns, since the library may be unloaded then.
+    retiring: Vec<JoinHandle<()>>,
 }
+
+/// A SIGHUP reload in progress: a helper thread reads, verifies and compiles the
+/// policy file (7 s for a million devices, which must not stall every client);
+/// the next tick installs the result on the broker thread.
+struct PendingReload {
+    result: mpsc::Receiver<Result<(CompiledPolicy, Hash), String>>,
+    thread: JoinHandle<()>,
+    /// Another SIGHUP came while loading: the file may have changed since the
+    /// load began, so load again once this one is handled.
+    again: bool,
+}
+
+/// Policies with more devices than this are freed on a helper thread after a
+/// reload (half a second for a million devices).
+const DROP_OFF_THREAD_ABOVE_DEVICES: usize = 10_000;
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -269,6 +293,9 @@ impl Engine {
             stats: Stats::default(),
             log_window: (Instant::now(), 0),
             last_housekeeping: Instant::now(),
+            ticks_seen: false,
+            pending_reload: None,
+            retiring: Vec::new(),
         };
         let settings = engine.settings_for_audit();
         engine.record(AuditEvent::PluginStart { version: env!("CARGO_PKG_VERSION").to_string(), settings });
@@ -706,10 +733,71 @@ impl Engine {
     // Lifecycle
 
     /// SIGHUP: re-read the policy file (paths kept from start). A policy that
-    /// does not load leaves the current one in force; one that loads replaces it
-    /// at once, and the clients of devices that lost rights are disconnected.
+    /// does not load leaves the current one in force; one that loads replaces it,
+    /// and the clients of devices that lost rights are disconnected.
+    ///
+    /// Once the broker has ticked, the file is loaded on a helper thread and the
+    /// next tick after it finishes installs it (see [`PendingReload`]); before
+    /// that (and if no thread can be started) it loads here, at once.
     pub fn reload(&mut self) {
-        match load_policy(&self.config.policy, &self.authority) {
+        if !self.ticks_seen {
+            let loaded = load_policy(&self.config.policy, &self.authority);
+            self.finish_reload(loaded);
+            return;
+        }
+        if let Some(pending) = &mut self.pending_reload {
+            pending.again = true;
+            self.host.log(LogLevel::Notice, "policy reload already in progress; the file will be read again when it finishes");
+            return;
+        }
+        self.start_reload();
+    }
+
+    /// Whether a background reload is loading.
+    pub fn reload_in_progress(&self) -> bool {
+        self.pending_reload.is_some()
+    }
+
+    fn start_reload(&mut self) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let path = self.config.policy.clone();
+        let authority = self.authority.clone();
+        let spawned = std::thread::Builder::new().name("mqseal-reload".into()).spawn(move || {
+            // A send fails only when the engine is gone: nothing to do then.
+            let _ = tx.send(load_policy(&path, &authority));
+        });
+        match spawned {
+            Ok(thread) => {
+                self.host.log(LogLevel::Info, &format!("reloading the policy from {} in the background", self.config.policy.display()));
+                self.pending_reload = Some(PendingReload { result: rx, thread, again: false });
+            }
+            Err(e) => {
+                self.host.log(LogLevel::Warning, &format!("cannot start a thread to reload the policy ({e}); loading it on the broker thread"));
+                let loaded = load_policy(&self.config.policy, &self.authority);
+                self.finish_reload(loaded);
+            }
+        }
+    }
+
+    /// On the broker's tick: installs a background reload that has finished.
+    fn poll_reload(&mut self) {
+        let Some(pending) = &self.pending_reload else { return };
+        let loaded = match pending.result.try_recv() {
+            Ok(loaded) => loaded,
+            Err(mpsc::TryRecvError::Empty) => return,
+            Err(mpsc::TryRecvError::Disconnected) => Err("the policy loader thread stopped without a result".to_string()),
+        };
+        let Some(pending) = self.pending_reload.take() else { return };
+        // It has sent (or died): joining waits at most for it to exit.
+        let _ = pending.thread.join();
+        self.finish_reload(loaded);
+        if pending.again {
+            self.start_reload();
+        }
+    }
+
+    fn finish_reload(&mut self, loaded: Result<(CompiledPolicy, Hash), String>) {
+        match loaded {
             Err(problem) => {
                 self.host.log(LogLevel::Error, &format!("policy reload rejected, keeping version {}: {problem}", self.policy.version()));
                 self.record(AuditEvent::PolicyRejected { source: "reload".into(), reason: problem, policy_sha256: None });
@@ -735,7 +823,8 @@ impl Engine {
     fn install_policy(&mut self, policy: CompiledPolicy, sha: Hash, source: &'static str) {
         let revoked = crate::policy::diff::revocations(&self.policy, &policy);
         let old_version = self.policy.version();
-        self.policy = policy;
+        let old = std::mem::replace(&mut self.policy, policy);
+        self.retire(old);
         self.just_verified.armed = false;
         self.host.log(
             LogLevel::Notice,
@@ -756,8 +845,23 @@ impl Engine {
         }
     }
 
+    /// Frees a replaced policy; a large one on a helper thread (or here, if
+    /// no thread can be started).
+    fn retire(&mut self, old: CompiledPolicy) {
+        self.retiring.retain(|t| !t.is_finished());
+        if old.device_count() <= DROP_OFF_THREAD_ABOVE_DEVICES {
+            return;
+        }
+        // On failure the closure, and the policy with it, is dropped here.
+        if let Ok(thread) = std::thread::Builder::new().name("mqseal-retire".into()).spawn(move || drop(old)) {
+            self.retiring.push(thread);
+        }
+    }
+
     /// Periodic work on the broker thread; returns clients to disconnect.
     pub fn tick(&mut self) -> Vec<Kick> {
+        self.ticks_seen = true;
+        self.poll_reload();
         if let Some(audit) = &self.audit {
             // Wakes a parked audit writer when its checkpoint falls due.
             audit.tick();
@@ -782,6 +886,14 @@ impl Engine {
     /// Flushes state at plugin cleanup: the last audit records and checkpoint,
     /// then the replay snapshot that covers them.
     pub fn shutdown(mut self) {
+        // No thread of ours may outlive this call: the broker may unload the library next.
+        if let Some(pending) = self.pending_reload.take() {
+            let _ = pending.thread.join();
+            self.host.log(LogLevel::Notice, "shutdown: a policy reload in progress was abandoned");
+        }
+        for thread in self.retiring.drain(..) {
+            let _ = thread.join();
+        }
         self.record(AuditEvent::PluginStop { reason: "shutdown".into() });
         let Some(audit) = self.audit.take() else { return };
         let report = audit.shutdown();
