@@ -318,15 +318,6 @@ fn a_checkpoint_at_least_every_interval_while_records_arrive() {
     log.shutdown();
 }
 
-/// Polls `condition` every 5 ms for up to 10 s.
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn an_idle_writer_parks_after_sealing_and_the_next_append_restarts_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,6 @@
 
 mod audit_support;
 
-use std::time::{Duration, Instant};
 
 use audit_support::*;
 use mqseal_core::audit::AuditLog;
@@ -14,14 +13,6 @@ use mqseal_core::audit::AuditLog;
 /// count them all: this binary runs one test, its other threads are libtest's).
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
-}
-
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]

@@ -51,6 +51,15 @@ fn write_policy(dir: &Path, version: u64) {
     std::fs::write(dir.join("policy.json"), signed).expect("write policy");
 }
 
+/// An engine that has ticked, reloading version 2 in the background.
+fn reloading_in_background(dir: &Path) -> (Engine, Lines) {
+    let (mut engine, lines) = start(dir);
+    engine.tick();
+    write_policy(dir, 2);
+    engine.reload();
+    (engine, lines)
+}
+
 /// Ticks like the broker until the background reload is installed.
 fn tick_until_installed(engine: &mut Engine) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -76,10 +85,7 @@ fn before_the_first_tick_a_reload_loads_at_once() {
 #[test]
 fn after_a_tick_the_file_loads_in_the_background_and_a_tick_installs_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut engine, lines) = start(dir.path());
-    engine.tick();
-    write_policy(dir.path(), 2);
-    engine.reload();
+    let (mut engine, lines) = reloading_in_background(dir.path());
     // Only a tick installs: until then the policy in force is the old one.
     assert!(engine.reload_in_progress());
     assert_eq!(engine.policy().version(), 1);
@@ -106,10 +112,7 @@ fn a_broken_file_loaded_in_the_background_keeps_the_current_policy() {
 #[test]
 fn a_sighup_during_a_load_reads_the_file_again_afterwards() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut engine, lines) = start(dir.path());
-    engine.tick();
-    write_policy(dir.path(), 2);
-    engine.reload();
+    let (mut engine, lines) = reloading_in_background(dir.path());
     // The file changes while it loads; the second SIGHUP must not be lost.
     write_policy(dir.path(), 3);
     engine.reload();
@@ -122,10 +125,7 @@ fn a_sighup_during_a_load_reads_the_file_again_afterwards() {
 #[test]
 fn shutdown_waits_for_a_load_in_progress() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut engine, lines) = start(dir.path());
-    engine.tick();
-    write_policy(dir.path(), 2);
-    engine.reload();
+    let (engine, lines) = reloading_in_background(dir.path());
     assert!(engine.reload_in_progress());
     // Returns only when the loader thread has exited (the library may be unloaded next).
     engine.shutdown();

@@ -122,3 +122,12 @@ pub fn history_path(log: &Path) -> PathBuf {
     p.push(".checkpoints");
     PathBuf::from(p)
 }
+
+/// Polls `condition` every 5 ms for up to 10 s; panics naming `what` if it never holds.
+pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
