@@ -83,3 +83,36 @@ fn bad_arguments_are_refused_with_the_flag_named() {
     assert_eq!((o.messages, o.qos.clone(), o.payloads.clone(), o.rounds), (10, vec![1], vec![128, 1024], 5));
     assert_eq!((json.as_deref(), md.as_deref()), (Some("x.json"), Some("x.md")));
 }
+
+fn row(name: &str, msgs_per_s: f64, p50_us: f64) -> bench::Row {
+    bench::Row {
+        name: name.to_string(),
+        expected: 1,
+        delivered: 1,
+        elapsed_s: 1.0,
+        msgs_per_s,
+        p50_us,
+        p99_us: p50_us,
+        max_us: p50_us,
+        broker_cpu_s: 0.0,
+        cpu_us_per_msg: 0.0,
+        wire_payload_bytes: 1,
+    }
+}
+
+#[test]
+fn the_median_round_is_by_throughput_at_full_speed_and_by_latency_at_a_fixed_rate() {
+    let round = |rate: f64, p50: f64| [row("a", rate, p50), row("b", rate, p50), row("c", rate, p50)];
+    let mut s = bench::Scenario {
+        qos: 0,
+        payload: 128,
+        rounds: vec![round(100.0, 9.0), round(300.0, 1.0), round(200.0, 5.0)],
+        verify_us: 30.0,
+        ceiling_msgs_per_s: 1.0,
+        rate_limited: false,
+    };
+    assert_eq!((s.median(0).msgs_per_s, s.median(0).p50_us), (200.0, 5.0));
+    s.rounds = vec![round(4000.0, 9.0), round(4000.0, 1.0), round(4001.0, 3.0)];
+    s.rate_limited = true;
+    assert_eq!(s.median(2).p50_us, 3.0, "the round with the median p50, whatever its msg/s");
+}
