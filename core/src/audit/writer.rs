@@ -789,7 +789,12 @@ impl Writer {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let checkpoint = (self.since_checkpoint > 0 && !self.failed)
+        // A failed writer does nothing more on its own: a sync left due by the
+        // failure would otherwise wake it at once, again and again.
+        if self.failed {
+            return None;
+        }
+        let checkpoint = (self.since_checkpoint > 0)
             .then(|| self.last_checkpoint_at + self.config.checkpoint_interval);
         match (self.sync_due, checkpoint) {
             (Some(a), Some(b)) => Some(a.min(b)),
