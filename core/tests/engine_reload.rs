@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqseal_core::engine::Engine;
+use mqseal_core::engine::{Engine, Kick};
 use mqseal_core::host::{Host, LogLevel};
 use mqseal_core::policy::Policy;
 use parking_lot::Mutex;
@@ -47,7 +47,11 @@ fn start(dir: &Path) -> (Engine, Lines) {
 }
 
 fn write_policy(dir: &Path, version: u64) {
-    let signed = policy(version).sign(&broker::authority()).expect("sign");
+    write_signed(dir, &policy(version));
+}
+
+fn write_signed(dir: &Path, policy: &Policy) {
+    let signed = policy.sign(&broker::authority()).expect("sign");
     std::fs::write(dir.join("policy.json"), signed).expect("write policy");
 }
 
@@ -130,4 +134,39 @@ fn shutdown_waits_for_a_load_in_progress() {
     // Returns only when the loader thread has exited (the library may be unloaded next).
     engine.shutdown();
     assert!(lines.any("reload in progress was abandoned"));
+}
+
+#[test]
+fn clients_of_a_device_removed_by_a_background_reload_are_disconnected_by_the_tick_that_installs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut engine, lines) = start(dir.path());
+    engine.tick();
+    let mut next = policy(2);
+    let gone = fleet::device_id(5);
+    next.devices.remove(&gone);
+    for group in next.groups.values_mut() {
+        group.members.remove(&gone);
+    }
+    write_signed(dir.path(), &next);
+    engine.reload();
+    // Who loses rights is worked out on the loader thread; the installing tick kicks them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let kicks = loop {
+        let kicks = engine.tick();
+        if !engine.reload_in_progress() {
+            break kicks;
+        }
+        assert!(kicks.is_empty(), "nobody is kicked before the policy is installed: {kicks:?}");
+        assert!(Instant::now() < deadline, "the background reload never finished");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(engine.policy().version(), 2);
+    assert!(engine.policy().device_by_id(&gone).is_none());
+    assert!(
+        kicks.iter().any(|k| matches!(k, Kick::Username(u) if *u == fleet::username(5))),
+        "{kicks:?}\n{:?}",
+        lines.0.lock()
+    );
+    assert!(lines.any("1 devices lost rights"), "{:?}", lines.0.lock());
+    engine.shutdown();
 }

@@ -101,7 +101,7 @@ impl Engine {
         // for devices it dropped.
         let bundle_versions = std::mem::take(&mut self.bundle_versions);
         self.bundle_versions = bundle_versions.into_iter().filter(|(d, _)| policy.device_by_id(d).is_some()).collect();
-        self.install_policy(policy, sha, "push");
+        self.install_policy(policy, sha, "push", None);
         Ok(())
     }
 

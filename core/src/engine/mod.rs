@@ -17,7 +17,7 @@ mod control_plane;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +31,7 @@ use crate::flood::FloodGuard;
 use crate::host::{Host, LogLevel};
 use crate::login_token;
 use crate::policy::compiled::{CompiledPolicy, DeviceIdx, GroupIdx, SubscriptionVerdict};
+use crate::policy::Revocation;
 use crate::replay::ReplayWindow;
 use crate::signed_doc::AuthorityPublicKey;
 
@@ -132,7 +133,9 @@ pub struct Engine {
     config: PluginConfig,
     host: Box<dyn Host>,
     authority: AuthorityPublicKey,
-    policy: CompiledPolicy,
+    /// Shared with a background reload, which computes who loses rights
+    /// against it off the broker thread.
+    policy: Arc<CompiledPolicy>,
     audit: Option<AuditLog>,
     replay: ReplayWindow,
     flood: FloodGuard,
@@ -169,11 +172,22 @@ pub struct Engine {
 /// policy file (7 s for a million devices, which must not stall every client);
 /// the next tick installs the result on the broker thread.
 struct PendingReload {
-    result: mpsc::Receiver<Result<(CompiledPolicy, Hash), String>>,
+    result: mpsc::Receiver<Result<LoadedInBackground, String>>,
     thread: JoinHandle<()>,
     /// Another SIGHUP came while loading: the file may have changed since the
     /// load began, so load again once this one is handled.
     again: bool,
+}
+
+/// What the loader thread hands back: the new policy, its file's hash, and who
+/// loses rights compared with `base`, the policy in force when the load began
+/// (the diff takes 3 s for a million devices; it is redone on the broker thread
+/// only if a pushed policy replaced `base` meanwhile).
+struct LoadedInBackground {
+    policy: CompiledPolicy,
+    sha: Hash,
+    base: Arc<CompiledPolicy>,
+    revoked: Vec<Revocation>,
 }
 
 /// Policies with more devices than this are freed on a helper thread after a
@@ -279,7 +293,7 @@ impl Engine {
             config,
             host,
             authority,
-            policy,
+            policy: Arc::new(policy),
             audit: Some(audit),
             replay,
             just_verified: JustVerified::default(),
@@ -742,7 +756,7 @@ impl Engine {
     pub fn reload(&mut self) {
         if !self.ticks_seen {
             let loaded = load_policy(&self.config.policy, &self.authority);
-            self.finish_reload(loaded);
+            self.finish_reload(loaded.map(|(policy, sha)| (policy, sha, None)));
             return;
         }
         if let Some(pending) = &mut self.pending_reload {
@@ -762,9 +776,14 @@ impl Engine {
         let (tx, rx) = mpsc::sync_channel(1);
         let path = self.config.policy.clone();
         let authority = self.authority.clone();
+        let base = Arc::clone(&self.policy);
         let spawned = std::thread::Builder::new().name("mqseal-reload".into()).spawn(move || {
+            let loaded = load_policy(&path, &authority).map(|(policy, sha)| {
+                let revoked = crate::policy::revocations(&base, &policy);
+                LoadedInBackground { policy, sha, base, revoked }
+            });
             // A send fails only when the engine is gone: nothing to do then.
-            let _ = tx.send(load_policy(&path, &authority));
+            let _ = tx.send(loaded);
         });
         match spawned {
             Ok(thread) => {
@@ -774,7 +793,7 @@ impl Engine {
             Err(e) => {
                 self.host.log(LogLevel::Warning, &format!("cannot start a thread to reload the policy ({e}); loading it on the broker thread"));
                 let loaded = load_policy(&self.config.policy, &self.authority);
-                self.finish_reload(loaded);
+                self.finish_reload(loaded.map(|(policy, sha)| (policy, sha, None)));
             }
         }
     }
@@ -790,19 +809,25 @@ impl Engine {
         let Some(pending) = self.pending_reload.take() else { return };
         // It has sent (or died): joining waits at most for it to exit.
         let _ = pending.thread.join();
+        let loaded = loaded.map(|l| {
+            // The diff holds only against the policy it was computed from.
+            let revoked = Arc::ptr_eq(&l.base, &self.policy).then_some(l.revoked);
+            (l.policy, l.sha, revoked)
+        });
         self.finish_reload(loaded);
         if pending.again {
             self.start_reload();
         }
     }
 
-    fn finish_reload(&mut self, loaded: Result<(CompiledPolicy, Hash), String>) {
+    /// Applies a loaded policy file (with who loses rights, when already known).
+    fn finish_reload(&mut self, loaded: Result<(CompiledPolicy, Hash, Option<Vec<Revocation>>), String>) {
         match loaded {
             Err(problem) => {
                 self.host.log(LogLevel::Error, &format!("policy reload rejected, keeping version {}: {problem}", self.policy.version()));
                 self.record(AuditEvent::PolicyRejected { source: "reload".into(), reason: problem, policy_sha256: None });
             }
-            Ok((policy, sha)) if policy.version() < self.policy.version() => {
+            Ok((policy, sha, _)) if policy.version() < self.policy.version() => {
                 let problem = format!(
                     "version {} is older than the current version {} (policy-not-newer)",
                     policy.version(),
@@ -811,19 +836,21 @@ impl Engine {
                 self.host.log(LogLevel::Error, &format!("policy reload rejected, keeping version {}: {problem}", self.policy.version()));
                 self.record(AuditEvent::PolicyRejected { source: "reload".into(), reason: problem, policy_sha256: Some(sha) });
             }
-            Ok((policy, sha)) => {
+            Ok((policy, sha, revoked)) => {
                 if let Err(problem) = write_policy_version(&self.config.state_dir, policy.version()) {
                     self.host.log(LogLevel::Error, &problem);
                 }
-                self.install_policy(policy, sha, "reload")
+                self.install_policy(policy, sha, "reload", revoked)
             }
         }
     }
 
-    fn install_policy(&mut self, policy: CompiledPolicy, sha: Hash, source: &'static str) {
-        let revoked = crate::policy::diff::revocations(&self.policy, &policy);
+    /// Puts `policy` in force; `revoked` is who loses rights against the policy
+    /// in force now, computed here when not given.
+    fn install_policy(&mut self, policy: CompiledPolicy, sha: Hash, source: &'static str, revoked: Option<Vec<Revocation>>) {
+        let revoked = revoked.unwrap_or_else(|| crate::policy::revocations(&self.policy, &policy));
         let old_version = self.policy.version();
-        let old = std::mem::replace(&mut self.policy, policy);
+        let old = std::mem::replace(&mut self.policy, Arc::new(policy));
         self.retire(old);
         self.just_verified.armed = false;
         self.host.log(
@@ -847,7 +874,7 @@ impl Engine {
 
     /// Frees a replaced policy; a large one on a helper thread (or here, if
     /// no thread can be started).
-    fn retire(&mut self, old: CompiledPolicy) {
+    fn retire(&mut self, old: Arc<CompiledPolicy>) {
         self.retiring.retain(|t| !t.is_finished());
         if old.device_count() <= DROP_OFF_THREAD_ABOVE_DEVICES {
             return;
