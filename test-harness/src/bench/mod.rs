@@ -83,11 +83,16 @@ impl BenchOptions {
     /// (a larger mark would wait for PUBLISHes the broker holds back until the
     /// subscriber's PUBACKs come).
     pub fn subscriber_batch_bytes(&self, qos: u8, largest_payload: usize) -> Option<usize> {
-        (self.batched_reads && self.rate.is_none()).then(|| if qos == 0 { 16 * 1024 } else { 10 * (largest_payload + 16) })
+        self.reads_in_batches().then(|| if qos == 0 { 16 * 1024 } else { 10 * (largest_payload + 16) })
+    }
+
+    /// Batching is for capacity runs only: a rate-limited run measures latency.
+    fn reads_in_batches(&self) -> bool {
+        self.batched_reads && self.rate.is_none()
     }
 
     fn subscriber_reads(&self) -> &'static str {
-        if self.batched_reads && self.rate.is_none() {
+        if self.reads_in_batches() {
             "batched (SO_RCVLOWAT)"
         } else {
             "every packet"
@@ -134,8 +139,6 @@ pub struct Scenario {
     /// One signature verification of this scenario's envelopes, µs (see
     /// [`measure_verify_us`]).
     pub verify_us: f64,
-    /// 1 / (median broker CPU per message in (a) + one verify), msg/s.
-    pub ceiling_msgs_per_s: f64,
     /// Ran at a fixed rate: every round has the same throughput, so the median
     /// round is the one with the median p50 latency.
     pub rate_limited: bool,
@@ -170,9 +173,15 @@ impl Scenario {
         median(self.rounds.iter().map(|r| r[k].cpu_us_per_msg).collect())
     }
 
+    /// The ceiling for (c): 1 / (median broker CPU per message in (a) + one
+    /// verification), msg/s.
+    pub fn ceiling_msgs_per_s(&self) -> f64 {
+        1e6 / (self.median_cpu_us(0) + self.verify_us)
+    }
+
     /// (c)'s median throughput as a fraction of the ceiling.
     pub fn c_over_ceiling(&self) -> f64 {
-        self.median(2).msgs_per_s / self.ceiling_msgs_per_s
+        self.median(2).msgs_per_s / self.ceiling_msgs_per_s()
     }
 }
 
@@ -396,10 +405,7 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
                 let [a, b, c] = rows;
                 rounds.push([a.expect("ran (a)"), b.expect("ran (b)"), c.expect("ran (c)")]);
             }
-            let mut scenario =
-                Scenario { qos, payload, rounds, verify_us, ceiling_msgs_per_s: 0.0, rate_limited: options.rate.is_some() };
-            scenario.ceiling_msgs_per_s = 1e6 / (scenario.median_cpu_us(0) + verify_us);
-            scenarios.push(scenario);
+            scenarios.push(Scenario { qos, payload, rounds, verify_us, rate_limited: options.rate.is_some() });
         }
     }
     Ok(Report { options: options.clone(), scenarios })
@@ -446,7 +452,7 @@ impl Report {
                 s.median_cpu_us(2),
                 s.median(2).msgs_per_s,
                 s.ratio_to_a(2),
-                s.ceiling_msgs_per_s,
+                s.ceiling_msgs_per_s(),
                 s.c_over_ceiling(),
             ));
         }
@@ -491,7 +497,7 @@ impl Report {
                  (c) reaches {:.3} of it.\n",
                 s.median_cpu_us(0),
                 s.verify_us,
-                s.ceiling_msgs_per_s,
+                s.ceiling_msgs_per_s(),
                 s.c_over_ceiling()
             ));
         }
@@ -520,7 +526,7 @@ impl Report {
                     "c_over_a": s.ratio_to_a(2),
                     "median_cpu_us_per_msg": (0..3).map(|k| s.median_cpu_us(k)).collect::<Vec<_>>(),
                     "verify_us": s.verify_us,
-                    "ceiling_msgs_per_s": s.ceiling_msgs_per_s,
+                    "ceiling_msgs_per_s": s.ceiling_msgs_per_s(),
                     "c_over_ceiling": s.c_over_ceiling(),
                     "rounds": s.rounds.iter().map(|r| r.iter().map(row_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
                 })
