@@ -755,8 +755,7 @@ impl Engine {
     /// that (and if no thread can be started) it loads here, at once.
     pub fn reload(&mut self) {
         if !self.ticks_seen {
-            let loaded = load_policy(&self.config.policy, &self.authority);
-            self.finish_reload(loaded.map(|(policy, sha)| (policy, sha, None)));
+            self.reload_on_this_thread();
             return;
         }
         if let Some(pending) = &mut self.pending_reload {
@@ -792,10 +791,15 @@ impl Engine {
             }
             Err(e) => {
                 self.host.log(LogLevel::Warning, &format!("cannot start a thread to reload the policy ({e}); loading it on the broker thread"));
-                let loaded = load_policy(&self.config.policy, &self.authority);
-                self.finish_reload(loaded.map(|(policy, sha)| (policy, sha, None)));
+                self.reload_on_this_thread();
             }
         }
+    }
+
+    /// Loads and applies the policy file at once (who loses rights is worked out here).
+    fn reload_on_this_thread(&mut self) {
+        let loaded = load_policy(&self.config.policy, &self.authority);
+        self.finish_reload(loaded.map(|(policy, sha)| (policy, sha, None)));
     }
 
     /// On the broker's tick: installs a background reload that has finished.
