@@ -160,13 +160,7 @@ fn join_over_mqtt(device_dir: &Path, authority_file: &Path, broker: &JoinBroker)
     let client_id = Login::client_id(broker.client_id.as_ref(), &me, "join")?;
     let username = broker.username.clone().unwrap_or_else(|| me.clone());
     let login = Login::new(client_id, username, Password::Token(device.signing_key()?));
-    let options = LinkOptions {
-        host: broker.host.clone(),
-        port: broker.port,
-        keepalive: 60,
-        timeout: broker.timeout,
-        reconnect: false,
-    };
+    let options = LinkOptions::one_shot(&broker.host, broker.port, broker.timeout);
     let timeout = std::time::Duration::from_secs(broker.timeout);
     let mut link = Link::new(&options, login, false);
     wait_connected(&mut link, timeout)?;

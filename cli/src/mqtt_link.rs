@@ -29,6 +29,13 @@ pub struct LinkOptions {
     pub reconnect: bool,
 }
 
+impl LinkOptions {
+    /// A short administrative connection (join, push): keepalive 60 s, no reconnecting.
+    pub fn one_shot(host: &str, port: u16, timeout: u64) -> LinkOptions {
+        LinkOptions { host: host.to_string(), port, keepalive: 60, timeout, reconnect: false }
+    }
+}
+
 /// Reads the MQTT password (first line) from a file.
 pub fn read_password_file(path: &Path) -> anyhow::Result<String> {
     let text =

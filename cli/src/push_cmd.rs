@@ -64,13 +64,7 @@ impl AuthorityLink {
             None => Password::Token(realm.authority_login_key()),
         };
         let login = Login::new(client_id, AUTHORITY_USERNAME.to_string(), password);
-        let options = LinkOptions {
-            host: broker.host.clone(),
-            port: broker.port,
-            keepalive: 60,
-            timeout: broker.timeout,
-            reconnect: false,
-        };
+        let options = LinkOptions::one_shot(&broker.host, broker.port, broker.timeout);
         let mut link = Link::new(&options, login, true);
         let timeout = Duration::from_secs(broker.timeout);
         wait_connected(&mut link, timeout)?;
