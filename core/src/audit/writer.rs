@@ -422,6 +422,15 @@ impl AuditLog {
         }
     }
 
+    /// Queues a command, waiting for room if the queue is full (a parked writer
+    /// cannot make room: it is woken first). The caller wakes it after the send.
+    fn send_waiting(&self, command: Command) -> Result<(), AppendError> {
+        if self.tx.is_full() {
+            self.wake_if_parked()?;
+        }
+        self.tx.send(command).map_err(|_| AppendError::WriterFailed)
+    }
+
     /// The broker's periodic tick: wakes a parked writer whose checkpoint is due.
     /// Cheap (two atomic loads) when nothing is due: Mosquitto ticks every loop.
     pub fn tick(&self) {
@@ -470,13 +479,7 @@ impl AuditLog {
                 Err(TrySendError::Full(_)) => Err(AppendError::QueueFull),
                 Err(TrySendError::Disconnected(_)) => Err(AppendError::WriterFailed),
             },
-            QueueFullMode::Block => {
-                // A parked writer cannot make room: wake it before waiting.
-                if self.tx.is_full() {
-                    self.wake_if_parked()?;
-                }
-                self.tx.send(command).map_err(|_| AppendError::WriterFailed)
-            }
+            QueueFullMode::Block => self.send_waiting(command),
         };
         match sent.and_then(|()| self.wake_if_parked()) {
             Ok(()) => Ok(()),
@@ -488,10 +491,7 @@ impl AuditLog {
     /// Blocks: for tests and administrative paths, not for the broker's hot path.
     pub fn sync(&self) -> Result<(), AppendError> {
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        if self.tx.is_full() {
-            self.wake_if_parked()?;
-        }
-        self.tx.send(Command::Sync(reply_tx)).map_err(|_| AppendError::WriterFailed)?;
+        self.send_waiting(Command::Sync(reply_tx))?;
         self.wake_if_parked()?;
         reply_rx.recv().map_err(|_| AppendError::WriterFailed)?;
         if self.shared.failed.load(Ordering::Acquire) {
@@ -533,10 +533,7 @@ impl AuditLog {
         if matches!(*self.thread.lock(), WriterThread::Stopped) {
             return;
         }
-        if self.tx.is_full() {
-            let _ = self.wake_if_parked();
-        }
-        let _ = self.tx.send(Command::Shutdown);
+        let _ = self.send_waiting(Command::Shutdown);
         let _ = self.wake_if_parked();
         match std::mem::replace(&mut *self.thread.lock(), WriterThread::Stopped) {
             WriterThread::Running(handle) => match handle.join() {
@@ -597,6 +594,14 @@ pub(crate) struct Writer {
     config: AuditConfig,
     shared: Arc<Shared>,
     failed: bool,
+}
+
+/// The earlier of two optional moments.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// An I/O failure on the writer thread, with what was being done.
@@ -675,10 +680,7 @@ impl Writer {
         let mut idle_since = Instant::now();
         while !stopping {
             let park_at = self.may_park().then(|| idle_since + IDLE_BEFORE_PARK);
-            let wait_until = match (self.next_deadline(), park_at) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wait_until = earliest(self.next_deadline(), park_at);
             let first = match wait_until {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 Some(deadline) => rx.recv_deadline(deadline),
@@ -796,10 +798,7 @@ impl Writer {
         }
         let checkpoint = (self.since_checkpoint > 0)
             .then(|| self.last_checkpoint_at + self.config.checkpoint_interval);
-        match (self.sync_due, checkpoint) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest(self.sync_due, checkpoint)
     }
 
     fn after_batch(&mut self) {
