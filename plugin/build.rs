@@ -6,12 +6,21 @@ fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let wrapper = manifest.join("../include/mosquitto_plugin_bindings.h");
     println!("cargo:rerun-if-changed={}", wrapper.display());
+    // The header directory: Debian's by default; MQSEAL_MOSQUITTO_INCLUDE points at
+    // another broker's installed headers (e.g. one built by scripts/brokers). The
+    // plugin we ship is built against 2.0.11's, the oldest we support.
+    println!("cargo:rerun-if-env-changed=MQSEAL_MOSQUITTO_INCLUDE");
+    let include_dir = env::var_os("MQSEAL_MOSQUITTO_INCLUDE")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/include"));
     for header in ["mosquitto.h", "mosquitto_broker.h", "mosquitto_plugin.h"] {
-        println!("cargo:rerun-if-changed=/usr/include/{header}");
+        println!("cargo:rerun-if-changed={}", include_dir.join(header).display());
     }
 
     let bindings = bindgen::Builder::default()
         .header(wrapper.to_string_lossy())
+        .clang_arg(format!("-I{}", include_dir.display()))
         // What the plugin uses: broker functions, event structs, constants.
         .allowlist_function("mosquitto_(callback_register|callback_unregister|log_printf|client_id|client_username|client_protocol_version|kick_client_by_clientid|kick_client_by_username|malloc|free)")
         .allowlist_type("mosquitto_(evt_.*|opt|plugin_id_t)")

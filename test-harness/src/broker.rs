@@ -10,8 +10,20 @@ use std::time::{Duration, Instant};
 use crate::artifacts::artifacts;
 use crate::mqtt_wire;
 
-/// The broker binary Debian's `mosquitto` package installs.
-pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+/// The broker binary Debian's `mosquitto` package installs: the default.
+pub const DEFAULT_MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// The environment variable naming another broker binary to test against
+/// (`scripts/brokers` builds 2.0.21 and 2.1.x under `target/brokers/`).
+pub const MOSQUITTO_ENV: &str = "MQSEAL_MOSQUITTO";
+
+/// The broker binary the tests run: `$MQSEAL_MOSQUITTO`, or Debian's.
+pub fn mosquitto_binary() -> PathBuf {
+    match std::env::var_os(MOSQUITTO_ENV) {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from(DEFAULT_MOSQUITTO),
+    }
+}
 
 /// How long a broker may take to accept its first connection.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -212,7 +224,8 @@ impl Broker {
 
     fn spawn_and_wait(&mut self) -> Result<(), StartFailure> {
         let log = File::create(&self.log_path).expect("create log");
-        let child = Command::new(MOSQUITTO)
+        let mosquitto = mosquitto_binary();
+        let child = Command::new(&mosquitto)
             .arg("-c")
             .arg(&self.config_path)
             .current_dir(self.dir.path())
@@ -220,7 +233,7 @@ impl Broker {
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {MOSQUITTO} ({e}); run scripts/setup"));
+            .unwrap_or_else(|e| panic!("cannot run {} ({e}); run scripts/setup", mosquitto.display()));
         self.child = Some(child);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {

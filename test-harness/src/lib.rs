@@ -2,7 +2,7 @@
 //!
 //! - [`artifacts`] builds `libmqseal.so` and the `mqseal` binary once per test process.
 //! - [`Broker::start`] writes a config into a fresh temporary directory, starts
-//!   `/usr/sbin/mosquitto` on a free 127.0.0.1 port, and waits until a real MQTT
+//!   `/usr/sbin/mosquitto` (or `$MQSEAL_MOSQUITTO`) on a free 127.0.0.1 port, and waits until a real MQTT
 //!   CONNECT is answered (no fixed sleeps). Dropping it stops the broker by PID and,
 //!   when the test is panicking, prints the broker's log.
 //! - [`clients`] drives the broker with `mosquitto_pub`/`mosquitto_sub` and with
