@@ -364,6 +364,14 @@ fn negatives() -> Vec<Neg> {
         )
         .with_defects(&["epoch twice (duplicate-header)", "keys out of order (non-deterministic-cbor)"]),
         neg(
+            "order-type-before-content",
+            "kid as a text string holding 31 31 ff 31, not UTF-8 (re-signed)",
+            with_entries(&|e| e[2].1 = V::Raw(vec![0x64, 0x31, 0x31, 0xff, 0x31])),
+            "parse",
+            "bad-header",
+        )
+        .with_defects(&["kid is not a byte string (bad-header)", "a text string that is not UTF-8 (invalid-utf8)"]),
+        neg(
             "order-parse-before-verify",
             "seq 0, not re-signed: the signature does not verify either",
             {
