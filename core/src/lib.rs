@@ -24,4 +24,5 @@ pub mod replay;
 pub mod realm;
 pub mod sequence;
 pub mod signed_doc;
+pub mod state;
 pub mod topic;
