@@ -304,6 +304,8 @@ struct Shared {
     parks: AtomicU64,
     /// An outage: the log cannot be written for now (see the module notes).
     unavailable: AtomicBool,
+    /// Appenders between reading `unavailable` and counting their refusal.
+    refusing: AtomicU64,
     outages: AtomicU64,
     /// Decided events that found the queue full, oldest first; the writer takes them.
     overflow: Mutex<Vec<(UnixMillis, AuditEvent)>>,
@@ -327,6 +329,7 @@ impl Default for Shared {
             epoch: Instant::now(),
             parks: AtomicU64::new(0),
             unavailable: AtomicBool::new(false),
+            refusing: AtomicU64::new(0),
             outages: AtomicU64::new(0),
             overflow: Mutex::new(Vec::new()),
             has_overflow: AtomicBool::new(false),
@@ -509,8 +512,8 @@ impl AuditLog {
         if self.shared.failed.load(Ordering::Acquire) {
             return refuse(AppendError::WriterFailed);
         }
-        if self.shared.unavailable.load(Ordering::Acquire) {
-            return refuse(AppendError::Unavailable);
+        if self.shared.unavailable.load(Ordering::Acquire) && self.refused_for_outage() {
+            return Err(AppendError::Unavailable);
         }
         let command = Command::Record(UnixMillis::now(), event);
         let sent = match self.queue_full {
@@ -525,6 +528,19 @@ impl AuditLog {
             Ok(()) => Ok(()),
             Err(e) => refuse(e),
         }
+    }
+
+    /// During an outage: counts a refusal so that the outage's end cannot miss
+    /// it (see [`Writer::end_outage`]). False if the outage ended meanwhile.
+    fn refused_for_outage(&self) -> bool {
+        let s = &self.shared;
+        s.refusing.fetch_add(1, Ordering::SeqCst);
+        let unavailable = s.unavailable.load(Ordering::SeqCst);
+        if unavailable {
+            s.refused.fetch_add(1, Ordering::SeqCst);
+        }
+        s.refusing.fetch_sub(1, Ordering::SeqCst);
+        unavailable
     }
 
     /// Queues an event that has already taken effect (a client kicked, a policy
@@ -695,6 +711,9 @@ struct Outage {
     /// The first failure, for `log.outage` and the broker's log.
     error: String,
     retry_at: Instant,
+    /// Records kept in memory during it: those not written when it began, and
+    /// every one encoded since.
+    held: u64,
 }
 
 /// The earlier of two optional moments.
@@ -976,23 +995,30 @@ impl Writer {
         }
     }
 
-    /// During an outage: tries to write the held records; on success writes
-    /// `log.outage`, seals, and accepts appends again.
+    /// During an outage: tries to write and seal the held records (a checkpoint
+    /// needs space too: a log file with room left in its last page is not yet
+    /// a disk with space); on success writes `log.outage`, seals again, and
+    /// accepts appends again.
     fn end_outage(&mut self) {
-        let held = self.buf_records;
-        let result = self.flush().and_then(|()| self.sync_data());
+        let result = self.seal();
         if result.is_err() {
             self.check(result);
             return;
         }
         let Some(outage) = self.outage.take() else { return };
+        // Accept appends again first, then wait out any appender still counting
+        // a refusal, so that `refused` misses none (they queue behind this record).
+        self.shared.unavailable.store(false, Ordering::SeqCst);
+        while self.shared.refusing.load(Ordering::SeqCst) > 0 {
+            std::hint::spin_loop();
+        }
         let end = UnixMillis::now();
-        let refused = self.shared.refused.load(Ordering::Relaxed).saturating_sub(outage.refused_before);
+        let refused = self.shared.refused.load(Ordering::SeqCst).saturating_sub(outage.refused_before);
         let record = LogEvent::Outage {
             start: format_timestamp(outage.start),
             end: format_timestamp(end),
             error: outage.error,
-            held,
+            held: outage.held,
             refused,
         };
         self.encode(end, &record);
@@ -1000,10 +1026,10 @@ impl Writer {
         self.check(result);
         if self.outage.is_none() && !self.failed {
             self.shared.outages.fetch_add(1, Ordering::Relaxed);
-            self.shared.unavailable.store(false, Ordering::Release);
             self.shared.problem(format!(
-                "audit log writable again after {} ms: {held} held records written, {refused} events were refused meanwhile (log.outage)",
-                end.0.saturating_sub(outage.start.0)
+                "audit log writable again after {} ms: {} records held in memory are written, {refused} events were refused meanwhile (log.outage)",
+                end.0.saturating_sub(outage.start.0),
+                outage.held
             ));
         }
     }
@@ -1016,18 +1042,15 @@ impl Writer {
             match &mut self.outage {
                 Some(outage) => outage.retry_at = retry_at,
                 None => {
-                    self.shared.unavailable.store(true, Ordering::Release);
+                    // Counted before refusing starts: every refusal after this is the outage's.
+                    let refused_before = self.shared.refused.load(Ordering::SeqCst);
+                    self.shared.unavailable.store(true, Ordering::SeqCst);
                     self.shared.problem(format!(
                         "audit log cannot be written ({text}): holding its records in memory, refusing what needs a record, \
                          retrying every {} ms",
                         OUTAGE_RETRY.as_millis()
                     ));
-                    self.outage = Some(Outage {
-                        start: UnixMillis::now(),
-                        refused_before: self.shared.refused.load(Ordering::Relaxed),
-                        error: text,
-                        retry_at,
-                    });
+                    self.outage = Some(Outage { start: UnixMillis::now(), refused_before, error: text, retry_at, held: self.buf_records });
                 }
             }
             return;
@@ -1069,6 +1092,9 @@ impl Writer {
         self.last_hash = hash;
         self.next_index += 1;
         self.buf_records += 1;
+        if let Some(outage) = &mut self.outage {
+            outage.held += 1;
+        }
         self.file_records += 1;
         self.since_checkpoint += 1;
     }
