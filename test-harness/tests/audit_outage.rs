@@ -170,14 +170,14 @@ fn a_full_disk_under_the_broker_loses_no_record_and_kicks_only_the_flooder() {
     let mut alice = OwnClient::connect(broker.port(), "alice-1", Some(("alice", ""))).expect("alice connects");
     let mut sent: Vec<Vec<u8>> = Vec::new();
     let mut delivered: Vec<Vec<u8>> = Vec::new();
-    let mut publish = |alice: &mut OwnClient, n: usize, sent: &mut Vec<Vec<u8>>| {
+    let publish = |alice: &mut OwnClient, n: usize, sent: &mut Vec<Vec<u8>>| {
         for i in 0..n {
             let envelope = fleet.seal("alice", TOPIC, format!("reading {} {i}", sent.len()).as_bytes());
             alice.publish(TOPIC, 1, false, &envelope).unwrap_or_else(|e| panic!("alice's publish {}: {e}", sent.len()));
             sent.push(envelope);
         }
     };
-    let mut collect = |bob: &mut MosquittoSub, delivered: &mut Vec<Vec<u8>>, timeout: Duration| {
+    let collect = |bob: &mut MosquittoSub, delivered: &mut Vec<Vec<u8>>, timeout: Duration| {
         while let Some(m) = bob.next_message(timeout) {
             delivered.push(m.payload);
         }
