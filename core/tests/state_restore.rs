@@ -147,6 +147,7 @@ fn start_up_cost_on_a_big_log() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = rotating(dir.path(), 64 * 1024 * 1024);
     c.durability = mqseal_core::config::Durability::Os;
+    c.queue_full = mqseal_core::config::QueueFullMode::Block;
     c.batch_window = Duration::from_millis(100);
     let (origin, last) = write_publishes(c, 0, n);
     let bytes: u64 = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
