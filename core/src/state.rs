@@ -29,7 +29,7 @@
 //! sender until it has a newer one accepted (as after a crash).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -75,6 +75,9 @@ pub mod reason {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SnapshotBody {
+    /// The hash of the record at `audit_index` (64 lowercase hex): binds the
+    /// snapshot to this chain, not just to an index.
+    audit_head: String,
     /// Every audit record with an index up to this one is reflected.
     audit_index: u64,
     format: String,
@@ -92,6 +95,12 @@ struct SignedSnapshot {
     body: SnapshotBody,
     /// Ed25519 by the broker key, standard base64.
     signature: String,
+}
+
+/// A snapshot whose signature verified.
+struct Snapshot {
+    body: SnapshotBody,
+    head: crate::audit::Hash,
 }
 
 fn signed_text(body: &SnapshotBody) -> Result<Vec<u8>, String> {
@@ -141,9 +150,10 @@ pub fn restore(state_dir: &Path, audit_log: &Path, key: &VerifyingKey, origin: &
     let files = paths.discover().map_err(|e| format!("cannot list the audit log files of {}: {e}", audit_log.display()))?;
     let starts = file_starts(&files)?;
     let log_has_records = starts.iter().any(|s| s.is_some());
+    let reference = latest_checkpoint(&paths)?;
 
     let snapshot = match load_snapshot(&state_dir.join(SNAPSHOT_FILE), key, origin) {
-        Ok(Some(body)) => Some(body),
+        Ok(Some(snapshot)) => Some(snapshot),
         Ok(None) => {
             if log_has_records {
                 distrusted.push(Distrusted {
@@ -160,44 +170,38 @@ pub fn restore(state_dir: &Path, audit_log: &Path, key: &VerifyingKey, origin: &
         }
     };
 
-    let mut replay = ReplayWindow::default();
-    let mut policy_floor = 0;
-    let mut after_index = None;
-    if let Some(body) = &snapshot {
-        for (sender, seq) in &body.high_water {
-            replay.accept(sender, *seq);
+    // With a snapshot: read on from the record it names, if that record is the
+    // one it was written after (same index, same hash). Otherwise (the log was
+    // replaced, or continued after a break and numbered anew) keep its values
+    // (signed, so real acceptances: they can only raise the window) and read
+    // the whole log.
+    let mut outcome = None;
+    if let Some(snapshot) = &snapshot {
+        match scan_log(&files, &starts, reference, Scan::seeded(Some(snapshot), true)) {
+            Ok(o) if o.scan.head_matched => outcome = Some(o),
+            Ok(_) | Err(ScanError::NotThisChain) => distrusted.push(Distrusted {
+                file: SNAPSHOT_FILE,
+                reason: reason::SNAPSHOT_OTHER_LOG,
+                detail: format!(
+                    "{}: record {} of this log is not the one it was written after (the log was replaced, or continued \
+                     after a break); the whole log is read",
+                    state_dir.join(SNAPSHOT_FILE).display(),
+                    snapshot.body.audit_index
+                ),
+            }),
+            Err(ScanError::Broken(problem)) => return Err(problem),
         }
-        policy_floor = body.policy_version;
-        after_index = Some(body.audit_index);
     }
-
-    // Where to read from: for a snapshot, the newest file that starts at or
-    // before the record it names (that record is read again: it tells how the
-    // last run ended); otherwise record 0. A log without such a file (its
-    // earliest files are gone) is read from its first file that can be started
-    // at, and cannot prove everything.
-    let wanted = after_index.unwrap_or(0);
-    let usable = |s: &Option<FileStart>| s.as_ref().is_some_and(|s| s.chain.is_some());
-    let start = starts
-        .iter()
-        .enumerate()
-        .rev()
-        .find(|(_, s)| usable(s) && s.as_ref().is_some_and(|s| s.index <= wanted))
-        .or_else(|| starts.iter().enumerate().find(|(_, s)| usable(s)))
-        .map(|(i, _)| i);
-    let complete;
-    let mut scan = Scan { after_index, replay, policy_floor, records_read: 0, last_kinds: Default::default() };
-    let mut files_read = 0;
-    match start {
-        Some(first) => {
-            let s = starts[first].as_ref().expect("usable");
-            complete = s.index <= wanted;
-            let reference = latest_checkpoint(&paths)?;
-            files_read = files.len() - first;
-            scan.read(&files[first..], s.chain.clone().expect("usable"), reference)?;
-        }
-        None => complete = !log_has_records,
-    }
+    let from_snapshot = outcome.is_some();
+    let outcome = match outcome {
+        Some(outcome) => outcome,
+        None => match scan_log(&files, &starts, reference, Scan::seeded(snapshot.as_ref(), false)) {
+            Ok(outcome) => outcome,
+            Err(ScanError::Broken(problem)) => return Err(problem),
+            Err(ScanError::NotThisChain) => unreachable!("only a scan from a snapshot's record compares it"),
+        },
+    };
+    let ScanOutcome { scan, complete, files_read } = outcome;
     let Scan { replay, mut policy_floor, records_read, last_kinds, .. } = scan;
 
     let version_path = state_dir.join(POLICY_VERSION_FILE);
@@ -215,7 +219,7 @@ pub fn restore(state_dir: &Path, audit_log: &Path, key: &VerifyingKey, origin: &
     Ok(Restored {
         replay,
         policy_floor,
-        from_snapshot: snapshot.is_some(),
+        from_snapshot,
         complete,
         closed_cleanly: last_kinds.closed_cleanly(),
         distrusted,
@@ -225,17 +229,85 @@ pub fn restore(state_dir: &Path, audit_log: &Path, key: &VerifyingKey, origin: &
     })
 }
 
+/// What reading the log gave.
+struct ScanOutcome {
+    scan: Scan,
+    /// Every record since the starting point was read (from record 0, or from
+    /// the snapshot's record): none is missing and no break was skipped.
+    complete: bool,
+    files_read: usize,
+}
+
+enum ScanError {
+    /// A record that does not verify (and no `log.continued` after it).
+    Broken(String),
+    /// The snapshot's record is not in this chain.
+    NotThisChain,
+}
+
+/// Reads the log from the newest file that starts at or before the snapshot's
+/// record (when `scan` is to compare it), otherwise from record 0. A log
+/// without such a file (its earliest files are gone) is read from its first
+/// file that can be started at, and is not complete. A break that the log
+/// records (`log.continued`, the writer continued in a new file) is skipped:
+/// the records after it in the broken file are not believed, and the result
+/// is not complete.
+fn scan_log(
+    files: &[LogFile],
+    starts: &[Option<FileStart>],
+    reference: Option<(u64, crate::audit::Hash)>,
+    mut scan: Scan,
+) -> Result<ScanOutcome, ScanError> {
+    let wanted = scan.snapshot_record.map_or(0, |(index, _)| index);
+    let usable = |s: &Option<FileStart>| s.as_ref().is_some_and(|s| s.chain.is_some());
+    let start = starts
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, s)| usable(s) && s.as_ref().is_some_and(|s| s.index <= wanted))
+        .or_else(|| starts.iter().enumerate().find(|(_, s)| usable(s)))
+        .map(|(i, _)| i);
+    let Some(first) = start else {
+        // Records, but no file to start at: the earliest files are gone and
+        // none of the rest carries a usable prefix.
+        let complete = !starts.iter().any(|s| s.is_some());
+        return Ok(ScanOutcome { scan, complete, files_read: 0 });
+    };
+    let begin = starts[first].as_ref().expect("usable");
+    let mut complete = begin.index <= wanted;
+    let mut from = first;
+    let mut chain = begin.chain.clone().expect("usable");
+    while let Err((failed, error)) = scan.read(&files[from..], chain, reference) {
+        let problem = match error {
+            ScanError::NotThisChain => return Err(ScanError::NotThisChain),
+            ScanError::Broken(problem) => problem,
+        };
+        let continued = starts
+            .iter()
+            .enumerate()
+            .skip(from + failed + 1)
+            .find(|(_, s)| s.as_ref().is_some_and(|s| s.continued && s.chain.is_some()));
+        let Some((next, s)) = continued else { return Err(ScanError::Broken(problem)) };
+        complete = false;
+        from = next;
+        chain = s.as_ref().and_then(|s| s.chain.clone()).expect("usable");
+    }
+    Ok(ScanOutcome { scan, complete, files_read: files.len() - first })
+}
+
 /// Writes the snapshot atomically (temp file, fsync, rename), signed with the
-/// broker key, stating that audit records up to `audit_index` are reflected.
+/// broker key, stating that audit records up to `audit_index` (whose record
+/// hash is `audit_head`) are reflected.
 pub fn save_snapshot(
     state_dir: &Path,
     replay: &ReplayWindow,
-    audit_index: u64,
+    (audit_index, audit_head): (u64, crate::audit::Hash),
     origin: &str,
     policy_version: u64,
     key: &SigningKey,
 ) -> Result<(), String> {
     let body = SnapshotBody {
+        audit_head: crate::audit::hashing::to_hex(&audit_head),
         audit_index,
         format: SNAPSHOT_FORMAT.to_string(),
         high_water: replay.iter().map(|(k, v)| (k.to_string(), v)).collect(),
@@ -265,7 +337,7 @@ pub fn write_policy_version(state_dir: &Path, version: u64) -> Result<(), String
 }
 
 /// `Ok(None)`: no snapshot. `Err`: one that must not be used, and why.
-fn load_snapshot(path: &Path, key: &VerifyingKey, origin: &str) -> Result<Option<SnapshotBody>, Distrusted> {
+fn load_snapshot(path: &Path, key: &VerifyingKey, origin: &str) -> Result<Option<Snapshot>, Distrusted> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -299,7 +371,9 @@ fn load_snapshot(path: &Path, key: &VerifyingKey, origin: &str) -> Result<Option
             detail: format!("{}: for the log {:?}, not {origin:?}", path.display(), signed.body.origin),
         });
     }
-    Ok(Some(signed.body))
+    let head = crate::audit::hashing::hash_from_hex(&signed.body.audit_head)
+        .ok_or_else(|| invalid(format!("{}: audit_head is not 64 hex digits", path.display())))?;
+    Ok(Some(Snapshot { body: signed.body, head }))
 }
 
 /// How a file of the log begins: its first record's index, and the chain state
@@ -307,6 +381,8 @@ fn load_snapshot(path: &Path, key: &VerifyingKey, origin: &str) -> Result<Option
 struct FileStart {
     index: u64,
     chain: Option<ChainState>,
+    /// It begins with `log.continued`: the log was broken before it.
+    continued: bool,
 }
 
 fn file_starts(files: &[LogFile]) -> Result<Vec<Option<FileStart>>, String> {
@@ -323,7 +399,7 @@ fn file_starts(files: &[LogFile]) -> Result<Vec<Option<FileStart>>, String> {
                 } else {
                     prefix_of(&record).map(|tree| ChainState { next_index: record.index, prev: None, tree: Some(tree) })
                 };
-                Some(FileStart { index: record.index, chain })
+                Some(FileStart { index: record.index, chain, continued: record.kind == crate::audit::event::KIND_CONTINUED })
             }
             _ => None,
         };
@@ -364,7 +440,10 @@ impl LastKinds {
 }
 
 struct Scan {
-    after_index: Option<u64>,
+    /// The snapshot's record (index, hash): records up to it are reflected in
+    /// the snapshot, if the record read at that index has that hash.
+    snapshot_record: Option<(u64, crate::audit::Hash)>,
+    head_matched: bool,
     replay: ReplayWindow,
     policy_floor: u64,
     records_read: u64,
@@ -372,51 +451,86 @@ struct Scan {
 }
 
 impl Scan {
-    /// Reads `files` from the start of the first, checking the chain and the
-    /// root at the checkpoint's size, and applies the records after `after_index`.
-    fn read(&mut self, files: &[LogFile], mut chain: ChainState, reference: Option<(u64, crate::audit::Hash)>) -> Result<(), String> {
-        let broken = |path: &PathBuf, line: u64, why: String| {
-            format!("{}:{line}: the audit log does not verify while rebuilding the broker's state: {why}", path.display())
-        };
-        for f in files {
-            let file = std::fs::File::open(&f.path).map_err(|e| format!("cannot open {}: {e}", f.path.display()))?;
-            let mut reader = LineReader::new(file);
-            loop {
-                let (bytes, number) = match reader.next_line().map_err(|e| format!("cannot read {}: {e}", f.path.display()))? {
-                    Line::Complete { bytes, number, .. } => (bytes, number),
-                    // The writer cut a torn tail on open; anything still unterminated is being written.
-                    Line::Torn { .. } | Line::End => break,
-                    Line::TooLong { number, .. } => return Err(broken(&f.path, number, "line longer than any record".into())),
-                };
-                let record = parse_record(bytes).map_err(|e| broken(&f.path, number, e.to_string()))?;
-                chain.check(&record, None).map_err(|e| broken(&f.path, number, e.to_string()))?;
-                chain.advance(&record);
-                self.records_read += 1;
-                if let (Some((size, root)), Some(tree)) = (reference, &chain.tree) {
-                    if chain.next_index == size && tree.root() != root {
-                        return Err(broken(&f.path, number, format!("the records up to {size} do not match the latest checkpoint's root")));
-                    }
-                }
-                self.last_kinds.note(&record.kind, record.fact_u64("lost"));
-                if self.after_index.is_some_and(|i| record.index <= i) {
-                    continue;
-                }
-                match record.kind.as_str() {
-                    "publish.accepted" => {
-                        if let (Some(sender), Some(seq)) = (record.fact_str("sender"), record.fact_u64("seq")) {
-                            self.replay.accept(sender, seq);
-                        }
-                    }
-                    "policy.loaded" | "policy.pushed" => {
-                        if let Some(serial) = record.fact_u64("serial") {
-                            self.policy_floor = self.policy_floor.max(serial);
-                        }
-                    }
-                    _ => {}
-                }
+    /// Starts from a snapshot's values (if any); `from_its_record`: skip the
+    /// records it reflects (after checking its record is in this chain).
+    fn seeded(snapshot: Option<&Snapshot>, from_its_record: bool) -> Scan {
+        let mut replay = ReplayWindow::default();
+        let mut policy_floor = 0;
+        let mut snapshot_record = None;
+        if let Some(snapshot) = snapshot {
+            for (sender, seq) in &snapshot.body.high_water {
+                replay.accept(sender, *seq);
+            }
+            policy_floor = snapshot.body.policy_version;
+            if from_its_record {
+                snapshot_record = Some((snapshot.body.audit_index, snapshot.head));
             }
         }
+        Scan { snapshot_record, head_matched: false, replay, policy_floor, records_read: 0, last_kinds: LastKinds::default() }
+    }
+
+    /// Reads `files` from the start of the first, checking the chain and the
+    /// root at the checkpoint's size, and applies the records after the
+    /// snapshot's. On an error: which of `files` it is in.
+    fn read(&mut self, files: &[LogFile], mut chain: ChainState, reference: Option<(u64, crate::audit::Hash)>) -> Result<(), (usize, ScanError)> {
+        for (i, f) in files.iter().enumerate() {
+            self.read_file(f, &mut chain, reference).map_err(|e| (i, e))?;
+        }
         Ok(())
+    }
+
+    fn read_file(&mut self, f: &LogFile, chain: &mut ChainState, reference: Option<(u64, crate::audit::Hash)>) -> Result<(), ScanError> {
+        let broken = |line: u64, why: String| {
+            ScanError::Broken(format!(
+                "{}:{line}: the audit log does not verify while rebuilding the broker's state: {why}",
+                f.path.display()
+            ))
+        };
+        let file = std::fs::File::open(&f.path).map_err(|e| ScanError::Broken(format!("cannot open {}: {e}", f.path.display())))?;
+        let mut reader = LineReader::new(file);
+        loop {
+            let next = reader.next_line().map_err(|e| ScanError::Broken(format!("cannot read {}: {e}", f.path.display())))?;
+            let (bytes, number) = match next {
+                Line::Complete { bytes, number, .. } => (bytes, number),
+                // The writer cut a torn tail on open; anything still unterminated is being written.
+                Line::Torn { .. } | Line::End => return Ok(()),
+                Line::TooLong { number, .. } => return Err(broken(number, "line longer than any record".into())),
+            };
+            let record = parse_record(bytes).map_err(|e| broken(number, e.to_string()))?;
+            chain.check(&record, None).map_err(|e| broken(number, e.to_string()))?;
+            chain.advance(&record);
+            self.records_read += 1;
+            if let (Some((size, root)), Some(tree)) = (reference, &chain.tree) {
+                if chain.next_index == size && tree.root() != root {
+                    return Err(broken(number, format!("the records up to {size} do not match the latest checkpoint's root")));
+                }
+            }
+            self.last_kinds.note(&record.kind, record.fact_u64("lost"));
+            if let Some((index, head)) = self.snapshot_record {
+                if record.index == index {
+                    if record.hash != head {
+                        return Err(ScanError::NotThisChain);
+                    }
+                    self.head_matched = true;
+                }
+                if record.index <= index {
+                    continue;
+                }
+            }
+            match record.kind.as_str() {
+                "publish.accepted" => {
+                    if let (Some(sender), Some(seq)) = (record.fact_str("sender"), record.fact_u64("seq")) {
+                        self.replay.accept(sender, seq);
+                    }
+                }
+                "policy.loaded" | "policy.pushed" => {
+                    if let Some(serial) = record.fact_u64("serial") {
+                        self.policy_floor = self.policy_floor.max(serial);
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 }
 
@@ -434,8 +548,8 @@ mod tests {
         let mut w = ReplayWindow::default();
         w.accept("a", 7);
         w.accept("b", 2);
-        save_snapshot(dir.path(), &w, 41, "o", 3, &key()).unwrap();
-        let body = load_snapshot(&dir.path().join(SNAPSHOT_FILE), &key().verifying_key(), "o").unwrap().unwrap();
+        save_snapshot(dir.path(), &w, (41, [5; 32]), "o", 3, &key()).unwrap();
+        let body = load_snapshot(&dir.path().join(SNAPSHOT_FILE), &key().verifying_key(), "o").unwrap().unwrap().body;
         assert_eq!((body.audit_index, body.policy_version, body.high_water.len()), (41, 3, 2));
 
         let text = std::fs::read_to_string(dir.path().join(SNAPSHOT_FILE)).unwrap();
@@ -443,6 +557,7 @@ mod tests {
             (text.replace("\"a\":7", "\"a\":6"), reason::SNAPSHOT_BAD_SIGNATURE),
             (text.replace("\"a\":7,", ""), reason::SNAPSHOT_BAD_SIGNATURE),
             (text.replace("\"policy_version\":3", "\"policy_version\":2"), reason::SNAPSHOT_BAD_SIGNATURE),
+            (text.replace("\"audit_index\":41", "\"audit_index\":40"), reason::SNAPSHOT_BAD_SIGNATURE),
             ("{not json".to_string(), reason::SNAPSHOT_INVALID),
             (r#"{"audit_index":41,"format":"mqseal-replay-v1","high_water":{}}"#.to_string(), reason::SNAPSHOT_INVALID),
         ] {

@@ -16,7 +16,7 @@ use mqseal_core::state::{self, reason};
 
 /// Writes `n` publish.accepted records (senders dev-0..2, seq = i) through a
 /// writer that rotates every `rotate_bytes`; returns the log's origin and last index.
-fn write_publishes(config: AuditConfig, from: u64, n: u64) -> (String, u64) {
+fn write_publishes(config: AuditConfig, from: u64, n: u64) -> (String, (u64, mqseal_core::audit::Hash)) {
     let (log, _) = AuditLog::open(config, key()).expect("open");
     let origin = log.origin().to_string();
     for i in from..from + n {
@@ -24,7 +24,7 @@ fn write_publishes(config: AuditConfig, from: u64, n: u64) -> (String, u64) {
     }
     let report = log.shutdown();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
-    (origin, report.stats.last_index.unwrap())
+    (origin, (report.stats.last_index.unwrap(), report.stats.head.unwrap()))
 }
 
 fn rotating(dir: &Path, rotate_bytes: u64) -> AuditConfig {
@@ -169,4 +169,40 @@ fn start_up_cost_on_a_big_log() {
         without.records_read,
         without.records_read as f64 / without_time.as_secs_f64()
     );
+}
+
+#[test]
+fn a_log_continued_after_a_break_is_read_around_the_break() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, _) = write_publishes(config(dir.path()), 0, 30);
+    let log = dir.path().join("audit.jsonl");
+    let mut l = lines(&log);
+    l[10] = l[10].replace("\"client\":\"client-", "\"client\":\"edited-");
+    write_lines(&log, &l);
+    let mut c = config(dir.path());
+    c.start_new_on_broken_chain = true;
+    write_publishes(c, 30, 5);
+    let restored = state::restore(dir.path(), &log, &key().verifying_key(), &origin).unwrap();
+    assert!(!restored.complete, "records after the break in the broken file are not believed");
+    assert_eq!(highest(&restored.replay, "dev-1"), Some(34), "the records after the continuation count");
+}
+
+#[test]
+fn a_snapshot_of_another_chain_keeps_its_values_and_the_whole_log_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (origin, last) = write_publishes(config(dir.path()), 0, 30);
+    state::save_snapshot(dir.path(), &window_of(30), last, &origin, 2, &key()).unwrap();
+    // The log is deleted and a new one started with the same key (same origin).
+    for f in std::fs::read_dir(dir.path()).unwrap() {
+        let f = f.unwrap().path();
+        if f.file_name().unwrap().to_string_lossy().starts_with("audit.jsonl") {
+            std::fs::remove_file(f).unwrap();
+        }
+    }
+    write_publishes(config(dir.path()), 100, 40);
+    let restored = state::restore(dir.path(), &dir.path().join("audit.jsonl"), &key().verifying_key(), &origin).unwrap();
+    assert!(!restored.from_snapshot);
+    assert_eq!(restored.distrusted[0].reason, reason::SNAPSHOT_OTHER_LOG, "{:?}", restored.distrusted);
+    assert_eq!(highest(&restored.replay, "dev-0"), Some(138), "the new log's records");
+    assert_eq!(restored.policy_floor, 2, "the signed snapshot's floor is kept");
 }

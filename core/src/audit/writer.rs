@@ -241,6 +241,8 @@ pub struct AuditStats {
     pub records_lost: u64,
     /// Index of the last record written.
     pub last_index: Option<u64>,
+    /// Hash of the last record written (the head of the chain on disk).
+    pub head: Option<Hash>,
     /// Tree size of the last signed checkpoint.
     pub last_checkpoint_size: u64,
     pub checkpoints_signed: u64,
@@ -288,6 +290,8 @@ struct Shared {
     refused: AtomicU64,
     lost: AtomicU64,
     last_index: AtomicU64,
+    /// The hash of the record at `last_index`.
+    head: Mutex<Option<Hash>>,
     checkpoint_size: AtomicU64,
     checkpoints: AtomicU64,
     failed: AtomicBool,
@@ -319,6 +323,7 @@ impl Default for Shared {
             refused: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             last_index: AtomicU64::new(0),
+            head: Mutex::new(None),
             checkpoint_size: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             failed: AtomicBool::new(false),
@@ -616,6 +621,7 @@ impl AuditLog {
             records_refused: s.refused.load(Ordering::Relaxed),
             records_lost: s.lost.load(Ordering::Relaxed),
             last_index: (last != NO_INDEX).then_some(last),
+            head: *s.head.lock(),
             last_checkpoint_size: s.checkpoint_size.load(Ordering::Relaxed),
             checkpoints_signed: s.checkpoints.load(Ordering::Relaxed),
             queued: self.tx.len(),
@@ -745,6 +751,7 @@ impl Writer {
         let OpenedLog { file, file_len, file_records, rotated_max, origin, tree, next_index, last_hash, opening, needs_empty_checkpoint, .. } =
             opened;
         shared.last_index.store(next_index.checked_sub(1).unwrap_or(NO_INDEX), Ordering::Relaxed);
+        *shared.head.lock() = next_index.checked_sub(1).map(|_| last_hash);
         Ok(Writer {
             paths: LogPaths::new(&config.path),
             file,
@@ -1111,6 +1118,7 @@ impl Writer {
         self.file_len += self.buf.len() as u64;
         self.shared.written.fetch_add(self.buf_records, Ordering::Relaxed);
         self.shared.last_index.store(self.next_index - 1, Ordering::Relaxed);
+        *self.shared.head.lock() = Some(self.last_hash);
         self.buf.clear();
         self.buf_records = 0;
         if self.config.durability == Durability::Fsync && self.sync_due.is_none() {

@@ -281,6 +281,10 @@ impl Engine {
                 policy_sha256: Some(policy_sha256),
             });
             audit.append_decided(AuditEvent::PluginStop { reason: "refused-to-start".into() });
+            // The floor the log proves, so that the file no longer says less.
+            if let Err(problem) = crate::state::write_policy_version(&config.state_dir, restored.policy_floor) {
+                host.log(LogLevel::Error, &problem);
+            }
             for problem in audit.shutdown().problems {
                 host.log(LogLevel::Error, &format!("audit log: {problem}"));
             }
@@ -702,7 +706,7 @@ impl Engine {
         if first {
             let group = id.to_string();
             self.host.log(LogLevel::Info, &format!("group {group}: first message under key epoch {epoch}"));
-            self.record(AuditEvent::EpochFirstSeen { group, epoch });
+            self.record_decided(AuditEvent::EpochFirstSeen { group, epoch });
         }
     }
 
@@ -1012,16 +1016,16 @@ impl Engine {
         for problem in &report.problems {
             self.host.log(LogLevel::Error, &format!("audit log: {problem}"));
         }
-        let saved = match report.stats.last_index {
-            Some(index) => crate::state::save_snapshot(
+        let saved = match (report.stats.last_index, report.stats.head) {
+            (Some(index), Some(head)) => crate::state::save_snapshot(
                 &self.config.state_dir,
                 &self.replay,
-                index,
+                (index, head),
                 &origin,
                 self.policy.version(),
                 &self.snapshot_key,
             ),
-            None => Err("the audit log holds no record: no replay snapshot written".to_string()),
+            _ => Err("the audit log holds no record: no replay snapshot written".to_string()),
         };
         match saved {
             // Only a complete snapshot makes the next start a clean one.
