@@ -147,6 +147,13 @@ fn sensor_fleet() -> test_harness::Fleet {
     fleet
 }
 
+/// `mqseal policy push` of the realm's current policy, as the authority.
+fn push_policy(fleet: &test_harness::Fleet, broker: &test_harness::Broker) -> std::process::Output {
+    let realm = fleet.realm();
+    let port = broker.port().to_string();
+    test_harness::fleet::mqseal(&["policy", "push", "--realm", realm.to_str().unwrap(), "-H", "127.0.0.1", "-p", &port], None)
+}
+
 fn hex_sha256(bytes: &[u8]) -> String {
     mqseal_core::audit::hashing::to_hex(&mqseal_core::audit::hashing::sha256(bytes))
 }
@@ -207,6 +214,10 @@ fn a_full_disk_under_the_broker_loses_no_record_and_kicks_only_the_flooder() {
     }
     assert!(broker.wait_for_log("disconnecting client 'eve-flood'", WAIT), "{}", broker.log());
     eve.wait_disconnected(WAIT).expect("the flooder is disconnected");
+    // A control document cannot take effect without its record either.
+    let push = push_policy(&fleet, &broker);
+    assert!(!push.status.success(), "a policy push during the outage must be refused: {}", String::from_utf8_lossy(&push.stdout));
+    assert!(broker.wait_for_log("refused control document on $mqseal/policy", WAIT), "{}", broker.log());
     // alice was refused for mqseal's own reason, not hers: still connected.
     assert!(alice.wait_disconnected(Duration::from_secs(2)).is_err(), "alice was kicked\n{}", broker.log());
     assert!(!broker.log().contains("disconnecting client 'alice-1'"), "{}", broker.log());
@@ -217,6 +228,8 @@ fn a_full_disk_under_the_broker_loses_no_record_and_kicks_only_the_flooder() {
     publish(&mut alice, 3, &mut sent);
     collect(&mut bob, &mut delivered, Duration::from_secs(2));
     assert_eq!(sent.len() - delivered.len(), refused_alice, "after the outage every publish is delivered again");
+    let push = push_policy(&fleet, &broker);
+    assert!(push.status.success(), "a policy push after the outage: {}{}", String::from_utf8_lossy(&push.stdout), String::from_utf8_lossy(&push.stderr));
     let status = broker.stop().expect("broker was running");
     assert!(status.success(), "broker exit {status:?}\n{}", broker.log());
 
@@ -238,8 +251,10 @@ fn a_full_disk_under_the_broker_loses_no_record_and_kicks_only_the_flooder() {
     let outages: Vec<&Value> = all.iter().filter(|r| r["kind"] == "log.outage").collect();
     assert_eq!(outages.len(), 1, "{outages:#?}");
     let facts = &outages[0]["facts"];
-    // Refused during the outage: alice's publishes, and the flooder's denials (not recordable then).
-    assert_eq!(facts["refused"].as_u64(), Some(refused_alice as u64 + 4), "{}", outages[0]);
+    // Refused during the outage: alice's publishes, the flooder's denials (not
+    // recordable then) and the policy push.
+    assert_eq!(facts["refused"].as_u64(), Some(refused_alice as u64 + 4 + 1), "{}", outages[0]);
+    assert_eq!(all.iter().filter(|r| r["kind"] == "policy.pushed").count(), 1, "only the push after the outage took effect");
     assert!(facts["held"].as_u64().unwrap() >= 1, "the kick was decided during the outage and held: {}", outages[0]);
     let kicked: Vec<&Value> = all.iter().filter(|r| r["kind"] == "client.kicked").collect();
     assert_eq!(kicked.len(), 1, "only the flooder is kicked: {kicked:#?}");

@@ -582,14 +582,24 @@ impl AuditLog {
         }
     }
 
-    /// Whether an event needing a record can be appended now (no outage, no
-    /// failure, and room in the queue unless appends wait for room). The broker
-    /// thread is the only appender, so room seen here is still there for its
-    /// next append.
-    pub fn can_append(&self) -> bool {
-        !self.shared.failed.load(Ordering::Acquire)
-            && !self.shared.unavailable.load(Ordering::Acquire)
-            && (self.queue_full == QueueFullMode::Block || !self.tx.is_full())
+    /// Checks, before something that needs a record takes effect, that its
+    /// record can be appended now (no outage, no failure, and room in the queue
+    /// unless appends wait for room); if not, counts it as refused, as
+    /// [`AuditLog::append`] would. The broker thread is the only appender, so
+    /// room seen here is still there for its next append.
+    pub fn reserve(&self) -> Result<(), AppendError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(AppendError::WriterFailed);
+        }
+        if self.shared.unavailable.load(Ordering::Acquire) && self.refused_for_outage() {
+            return Err(AppendError::Unavailable);
+        }
+        if self.queue_full == QueueFullMode::Deny && self.tx.is_full() {
+            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(AppendError::QueueFull);
+        }
+        Ok(())
     }
 
     /// Waits until every event appended before this call is written and fsynced.

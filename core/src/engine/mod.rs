@@ -414,9 +414,10 @@ impl Engine {
     }
 
     /// Whether what needs a record may happen now (checked before an effect
-    /// that cannot be undone, such as a control document taking effect).
+    /// that cannot be undone, such as a control document taking effect); a
+    /// "no" counts as a refusal in the log's figures.
     pub(super) fn audit_can_record(&self) -> bool {
-        self.audit.as_ref().is_some_and(AuditLog::can_append)
+        self.audit.as_ref().is_some_and(|audit| audit.reserve().is_ok())
     }
 
     /// The one path for "the audit log cannot take this record": whatever
