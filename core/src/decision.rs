@@ -114,3 +114,18 @@ impl std::fmt::Display for DenyReason {
         f.write_str(self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_clients_own_faults_count_towards_the_flood_limit() {
+        for own in [DenyReason::REPLAY, DenyReason::SENDER_MISMATCH, DenyReason::NOT_AUTHORITY, DenyReason("bad-signature")] {
+            assert!(own.blames_client(), "{own}");
+        }
+        for ours in [DenyReason::AUDIT_UNAVAILABLE, DenyReason::INTERNAL_ERROR, DenyReason::SEALED_BEFORE_CRASH, DenyReason::POLICY_NOT_PERSISTED] {
+            assert!(!ours.blames_client(), "{ours}");
+        }
+    }
+}

@@ -268,3 +268,67 @@ fn a_full_disk_under_the_broker_loses_no_record_and_kicks_only_the_flooder() {
     );
     drop(broker);
 }
+
+/// A fresh login token of `device` for `client_id` (`mqseal token`).
+fn token(fleet: &test_harness::Fleet, device: &str, client_id: &str) -> String {
+    let dir = fleet.device_dir(device);
+    let out = test_harness::fleet::mqseal_ok(&["token", "--device", dir.to_str().unwrap(), "-i", client_id], None);
+    String::from_utf8(out).unwrap().trim().to_string()
+}
+
+/// Logs in as `device` with a fresh token and publishes on an unprotected
+/// topic: true if the broker let the client in.
+fn logs_in(fleet: &test_harness::Fleet, broker: &test_harness::Broker, device: &str, client_id: &str) -> bool {
+    let password = token(fleet, device, client_id);
+    let out = test_harness::clients::mosquitto_pub(broker.port(), &["-u", device, "-P", &password, "-i", client_id, "-t", "open/x", "-m", "hi"]);
+    out.status.success()
+}
+
+#[test]
+fn logins_are_refused_while_the_log_cannot_record_them_and_accepted_after() {
+    let Some(disk) = small_disk(1024 * 1024) else { return };
+    let fleet = sensor_fleet();
+    let log_path = disk.path().join("audit.jsonl");
+    let config = fleet
+        .broker_config("allow")
+        .option("auth", "key")
+        .option("audit_log", log_path.to_str().unwrap())
+        .option("state_dir", "{dir}")
+        .option("audit_batch_ms", "5");
+    let mut broker = test_harness::Broker::start(config);
+    assert!(logs_in(&fleet, &broker, "bob", "bob-1"), "bob logs in\n{}", broker.log());
+
+    let filler = disk.fill();
+    // Logins are the traffic here: each needs an auth.accepted record.
+    let started = Instant::now();
+    let mut n = 2;
+    while logs_in(&fleet, &broker, "bob", &format!("bob-{n}")) {
+        n += 1;
+        assert!(started.elapsed() < WAIT, "logins were still accepted long after the disk filled\n{}", broker.log());
+    }
+    let refused_at = n;
+    assert!(broker.log().contains(&format!("refused login of client 'bob-{refused_at}' as device bob")), "{}", broker.log());
+    assert!(!logs_in(&fleet, &broker, "alice", "alice-1"), "a login during the outage must be refused");
+
+    disk.free(&filler);
+    assert!(broker.wait_for_log("audit log writable again", WAIT), "{}", broker.log());
+    assert!(logs_in(&fleet, &broker, "alice", "alice-2"), "logins work again after the outage\n{}", broker.log());
+    let status = broker.stop().expect("broker was running");
+    assert!(status.success(), "broker exit {status:?}\n{}", broker.log());
+
+    let all = records(&log_path);
+    let accepted: Vec<&str> = all.iter().filter(|r| r["kind"] == "auth.accepted").map(|r| r["facts"]["client"].as_str().unwrap()).collect();
+    for client in ["bob-1", "alice-2"] {
+        assert!(accepted.contains(&client), "no auth.accepted for {client}: {accepted:?}");
+    }
+    for client in [format!("bob-{refused_at}"), "alice-1".to_string()] {
+        assert!(!accepted.contains(&client.as_str()), "a refused login has an auth.accepted record: {client}");
+    }
+    // Every login the broker let in during the fill (bob-2 .. before refused_at) has its record.
+    for k in 2..refused_at {
+        let client = format!("bob-{k}");
+        assert!(accepted.contains(&client.as_str()), "{client} was let in without a record: {accepted:?}");
+    }
+    let outage = all.iter().find(|r| r["kind"] == "log.outage").expect("log.outage");
+    assert_eq!(outage["facts"]["refused"].as_u64(), Some(2), "the two refused logins: {outage}");
+}
