@@ -302,8 +302,9 @@ impl Engine {
         if !restored.complete {
             host.log(
                 LogLevel::Warning,
-                "the audit log's first files are gone and no signed replay snapshot covers them: envelopes sealed before now \
-                 are refused from each sender until it has a newer message accepted",
+                "the audit log cannot prove every acceptance (its first files are gone, or it was continued after a break, \
+                 and no signed replay snapshot covers that): envelopes sealed before now are refused from each sender until \
+                 it has a newer message accepted",
             );
         } else if crash_floor_ms.is_some() {
             host.log(
