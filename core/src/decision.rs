@@ -66,7 +66,6 @@ impl DenyReason {
     pub const BAD_USERNAME: DenyReason = DenyReason("bad-username");
     /// A subscription filter that is not a valid MQTT filter.
     pub const BAD_FILTER: DenyReason = DenyReason("bad-filter");
-    /// The event could not be recorded in the audit log (queue full, writer failed).
     /// A publish on a control topic (`$mqseal/...`) by a client that is not the realm's authority.
     pub const NOT_AUTHORITY: DenyReason = DenyReason("not-authority");
     /// A subscription to a control topic this client may not read.
@@ -89,15 +88,47 @@ impl DenyReason {
     pub const POLICY_NOT_PERSISTED: DenyReason = DenyReason("policy-not-persisted");
     /// An empty payload on the policy topic (the policy cannot be cleared).
     pub const POLICY_EMPTY: DenyReason = DenyReason("policy-empty");
+    /// The event could not be recorded in the audit log (queue full, an outage
+    /// such as a full disk, writer failed): what needs a record does not happen.
     pub const AUDIT_UNAVAILABLE: DenyReason = DenyReason("audit-unavailable");
 
     pub fn as_str(self) -> &'static str {
         self.0
+    }
+
+    /// Whether the refusal is the client's own fault (its envelope or document
+    /// is bad), so that it counts towards the flood limit. Refusals caused by
+    /// mqseal or by circumstance (the audit log cannot record, an internal
+    /// error, a crash before the message came in, a policy that could not be
+    /// saved) never do: honest clients must not be disconnected for them.
+    pub fn blames_client(self) -> bool {
+        !matches!(
+            self,
+            DenyReason::AUDIT_UNAVAILABLE
+                | DenyReason::INTERNAL_ERROR
+                | DenyReason::SEALED_BEFORE_CRASH
+                | DenyReason::POLICY_NOT_PERSISTED
+        )
     }
 }
 
 impl std::fmt::Display for DenyReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_clients_own_faults_count_towards_the_flood_limit() {
+        for own in [DenyReason::REPLAY, DenyReason::SENDER_MISMATCH, DenyReason::NOT_AUTHORITY, DenyReason("bad-signature")] {
+            assert!(own.blames_client(), "{own}");
+        }
+        for ours in [DenyReason::AUDIT_UNAVAILABLE, DenyReason::INTERNAL_ERROR, DenyReason::SEALED_BEFORE_CRASH, DenyReason::POLICY_NOT_PERSISTED] {
+            assert!(!ours.blames_client(), "{ours}");
+        }
     }
 }

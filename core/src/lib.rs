@@ -25,4 +25,5 @@ pub mod realm;
 pub mod reasons;
 pub mod sequence;
 pub mod signed_doc;
+pub mod state;
 pub mod topic;

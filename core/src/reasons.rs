@@ -23,6 +23,9 @@ pub const FLOOD: &str = "flood";
 pub const REVOKED: &str = "revoked";
 /// `plugin.stop`: the broker unloads the plugin.
 pub const SHUTDOWN: &str = "shutdown";
+/// `plugin.stop`: the plugin refused to start after opening the log (e.g. a
+/// policy older than the floor the log proves).
+pub const REFUSED_TO_START: &str = "refused-to-start";
 
 /// The tokens of the broker's own decisions ([`DenyReason`] constants).
 const DENY_REASONS: &[&str] = &[
@@ -59,7 +62,7 @@ const DENY_REASONS: &[&str] = &[
 /// errors it wraps are in their own families.
 pub const FAMILIES: &[(&str, &[&str])] = &[
     ("DenyReason", DENY_REASONS),
-    ("engine kicks and lifecycle", &[FLOOD, REVOKED, SHUTDOWN]),
+    ("engine kicks and lifecycle", &[FLOOD, REVOKED, SHUTDOWN, REFUSED_TO_START]),
     ("LoginError", &["login-malformed", "login-expired", "login-from-future", "login-reused", "login-bad-signature"]),
     ("EnvelopeError", &EnvelopeError::ALL_REASONS),
     (
@@ -162,7 +165,7 @@ pub const FAMILIES: &[(&str, &[&str])] = &[
         "AuditError",
         &["audit-io", "audit-chain-broken", "audit-origin-mismatch", "audit-origin-invalid", "audit-config", "audit-thread"],
     ),
-    ("AppendError", &["audit-queue-full", "audit-writer-failed"]),
+    ("AppendError", &["audit-queue-full", "audit-outage", "audit-writer-failed"]),
 ];
 
 /// Every token the code can produce, each once.

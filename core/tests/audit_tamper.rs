@@ -325,3 +325,49 @@ fn a_partial_log_verifies_only_when_asked() {
     assert!(report.first_index > 0, "{report:?}");
     assert_eq!(report.records, report.sealed);
 }
+
+/// `file:line` where opening the log (what the plugin does at start) refuses it.
+fn where_opening_refuses(path: &Path) -> String {
+    match AuditLog::open(config(path.parent().unwrap()), key()) {
+        Ok(_) => panic!("opening {} should refuse the edited log", path.display()),
+        Err(mqseal_core::audit::AuditError::Broken { location, reason }) => {
+            let file_line = location.rsplit('/').next().unwrap_or(&location).to_string();
+            eprintln!("open: {file_line}: {reason}");
+            file_line
+        }
+        Err(other) => panic!("expected a broken chain, got: {other}"),
+    }
+}
+
+/// `file:line` where `verify` fails.
+fn where_verify_fails(path: &Path) -> String {
+    let failure = verify_with_key(path).err().expect("verify should fail");
+    eprintln!("verify: {failure}");
+    let file = failure.file.as_ref().and_then(|f| f.file_name()).unwrap().to_string_lossy().into_owned();
+    format!("{file}:{}", failure.line.expect("a line"))
+}
+
+/// One line-number convention everywhere: the plugin's refusal at start and
+/// `verify` name the same 1-based line of the file for the same edit (a changed
+/// record by its own line).
+#[test]
+fn opening_and_verify_name_the_same_line_for_the_same_edit() {
+    type Edit = fn(&mut Vec<String>);
+    let edits: [(&str, Edit, &str); 5] = [
+        ("a changed field in line 7", |l| *l = { let mut v = l.clone(); v[6] = v[6].replace("dev-2", "dev-1"); v }, "audit.jsonl:7"),
+        ("a changed last line", |l| { let n = l.len() - 1; l[n] = l[n].replace("\"refused\":0", "\"refused\":1") }, "audit.jsonl:2"),
+        ("line 6 deleted", |l| { l.remove(5); }, "audit.jsonl:6"),
+        ("lines 6 and 7 swapped", |l| l.swap(5, 6), "audit.jsonl:6"),
+        ("line 9 duplicated", |l| { let d = l[8].clone(); l.insert(9, d) }, "audit.jsonl:10"),
+    ];
+    for (what, edit, expected) in edits {
+        let (_d, path) = small_log();
+        let mut l = lines(&path);
+        edit(&mut l);
+        write_lines(&path, &l);
+        let verify_at = where_verify_fails(&path);
+        let open_at = where_opening_refuses(&path);
+        assert_eq!(open_at, verify_at, "{what}: the plugin and verify disagree");
+        assert_eq!(open_at, expected, "{what}");
+    }
+}

@@ -145,7 +145,7 @@ fn a_chain_broken_before_the_tail_refuses_to_open() {
     let err = AuditLog::open(config(dir.path()), key()).unwrap_err();
     assert_eq!(err.reason(), "audit-chain-broken");
     let text = err.to_string();
-    assert!(text.contains("audit.jsonl:4") && text.contains("prev"), "{text}");
+    assert!(text.contains("audit.jsonl:3: audit chain broken") && text.contains("prev"), "{text}");
     // Nothing was written.
     assert_eq!(std::fs::read(&path).unwrap().len(), before.len());
 }
@@ -207,9 +207,9 @@ fn the_new_file_option_continues_after_a_break_and_verify_reports_it() {
     c.start_new_on_broken_chain = true;
     let (log, report) = AuditLog::open(c, key()).unwrap();
     let cont = report.continued.clone().expect("continued");
-    assert!(cont.location.ends_with("audit.jsonl:4"), "{cont:?}");
-    // The break shows at line 4, whose prev no longer matches the altered line 3:
-    // lines 1..=3 verified, so the new file continues at index 3.
+    // Named as verify names it: the altered line 3 (line 4's prev no longer
+    // matches it). Lines 1..=3 chain up to there, so the new file continues at index 3.
+    assert!(cont.location.ends_with("audit.jsonl:3"), "{cont:?}");
     assert_eq!(cont.index, 3);
     log.append(publish(50)).unwrap();
     log.shutdown();
@@ -219,7 +219,7 @@ fn the_new_file_option_continues_after_a_break_and_verify_reports_it() {
     assert_eq!(first["kind"], "log.continued");
     assert_eq!(first["index"], 3);
     assert_eq!(first["facts"]["file"], "audit.jsonl");
-    assert_eq!(first["facts"]["line"], 4);
+    assert_eq!(first["facts"]["line"], 3);
     // The writer reopens the continued log without complaint...
     let (log, report) = AuditLog::open(config(dir.path()), key()).unwrap();
     assert!(report.continued.is_none());

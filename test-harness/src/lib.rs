@@ -14,6 +14,7 @@ pub mod broker;
 pub mod clients;
 pub mod fleet;
 pub mod mqtt_wire;
+pub mod tmpfs;
 
 pub use artifacts::artifacts;
 pub use broker::{Broker, BrokerConfig, StartFailure};

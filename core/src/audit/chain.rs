@@ -84,6 +84,29 @@ impl<R: Read> LineReader<R> {
     }
 }
 
+/// Why a record whose hash is not the next record's `prev` is blamed. Both the
+/// plugin (opening a log) and `verify` name the changed record by **its own
+/// line** (1-based, as editors count), and the next line in the text.
+pub fn altered_record(next_file: &std::path::Path, next_line: u64) -> String {
+    format!(
+        "this record does not hash to the prev of the next one ({}:{next_line}): this line was altered, or \
+         the next line does not belong after it",
+        next_file.display()
+    )
+}
+
+/// Why records a checkpoint covers are blamed: they were rewritten after
+/// `checkpoint` (a `file:line`) sealed `size` records. Named at the first line
+/// after the last checkpoint that still matched (`from`, the index of that line).
+pub fn rewritten_records(from: u64, size: u64, checkpoint: &str, earlier_matched: bool) -> String {
+    format!(
+        "records {from}..{} (from this line on) do not match the checkpoint at {checkpoint} (tree size {size}): \
+         rewritten after they were sealed{}",
+        size - 1,
+        if earlier_matched { format!("; records before {from} match an earlier checkpoint") } else { String::new() }
+    )
+}
+
 fn memchr_newline(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
 }

@@ -83,6 +83,10 @@ pub enum AuditEvent {
     /// `control.cleared`: the authority cleared a retained identity or bundle
     /// (an empty retained publish, after a device was removed).
     ControlCleared { topic: String, client: Option<String> },
+    /// `state.rebuilt`: at start, a state file (`replay.json`, `policy-version`)
+    /// was not used as found; the state was rebuilt from the audit log.
+    /// `reason` is a token of [`crate::state::reason`].
+    StateRebuilt { file: Token, reason: Token, detail: String, records_read: u64 },
 }
 
 /// Records the writer adds itself; the plugin cannot forge them.
@@ -99,6 +103,11 @@ pub(crate) enum LogEvent {
     Continued { file: Option<String>, line: Option<u64>, reason: String, merkle_prefix: Vec<Hash> },
     /// `log.closed`: the writer's last record before its final checkpoint.
     Closed { refused: u64, lost: u64 },
+    /// `log.outage`: the log could not be written from `start` to `end` (both
+    /// RFC 3339 ms, as record times); `held` records decided before or during
+    /// it were kept in memory and written late (just before this record), and
+    /// `refused` events were refused meanwhile. `error` is the first failure.
+    Outage { start: String, end: String, error: String, held: u64, refused: u64 },
 }
 
 /// Every kind the plugin can write, for documentation checks and `tail --kind`.
@@ -118,16 +127,18 @@ pub const EVENT_KINDS: &[&str] = &[
     "policy.pushed",
     "bundle.published",
     "control.cleared",
+    "state.rebuilt",
 ];
 
 /// The writer's own kinds.
-pub const LOG_KINDS: &[&str] = &["log.opened", "log.rotated", "log.recovered", "log.continued", "log.closed"];
+pub const LOG_KINDS: &[&str] = &["log.opened", "log.rotated", "log.recovered", "log.continued", "log.closed", "log.outage"];
 
 pub(crate) const KIND_OPENED: &str = "log.opened";
 pub(crate) const KIND_ROTATED: &str = "log.rotated";
 pub(crate) const KIND_RECOVERED: &str = "log.recovered";
 pub(crate) const KIND_CONTINUED: &str = "log.continued";
 pub(crate) const KIND_CLOSED: &str = "log.closed";
+pub(crate) const KIND_OUTAGE: &str = "log.outage";
 
 /// Something that becomes a record's `kind` and `facts`.
 pub(crate) trait Recordable {
@@ -153,6 +164,7 @@ impl AuditEvent {
             AuditEvent::PolicyPushed { .. } => "policy.pushed",
             AuditEvent::BundlePublished { .. } => "bundle.published",
             AuditEvent::ControlCleared { .. } => "control.cleared",
+            AuditEvent::StateRebuilt { .. } => "state.rebuilt",
         }
     }
 }
@@ -244,6 +256,12 @@ impl Recordable for AuditEvent {
                 w.opt_str("client", client.as_deref());
                 w.str("topic", topic);
             }
+            AuditEvent::StateRebuilt { file, reason, detail, records_read } => {
+                w.str("detail", detail);
+                w.str("file", file);
+                w.str("reason", reason);
+                w.u64("records_read", *records_read);
+            }
         }
     }
 }
@@ -256,6 +274,7 @@ impl Recordable for LogEvent {
             LogEvent::Recovered { .. } => KIND_RECOVERED,
             LogEvent::Continued { .. } => KIND_CONTINUED,
             LogEvent::Closed { .. } => KIND_CLOSED,
+            LogEvent::Outage { .. } => KIND_OUTAGE,
         }
     }
 
@@ -287,6 +306,13 @@ impl Recordable for LogEvent {
             LogEvent::Closed { refused, lost } => {
                 w.u64("lost", *lost);
                 w.u64("refused", *refused);
+            }
+            LogEvent::Outage { start, end, error, held, refused } => {
+                w.str("end", end);
+                w.str("error", error);
+                w.u64("held", *held);
+                w.u64("refused", *refused);
+                w.str("start", start);
             }
         }
     }
@@ -512,6 +538,12 @@ pub(crate) mod tests {
             },
             AuditEvent::BundlePublished { device: "dev-1".into(), version: 8, group: None, epoch: None, bundle_sha256: h, client: None },
             AuditEvent::ControlCleared { topic: "$mqseal/bundle/dev-1".into(), client: Some("admin".into()) },
+            AuditEvent::StateRebuilt {
+                file: "replay.json".into(),
+                reason: "snapshot-bad-signature".into(),
+                detail: "state/replay.json: not signed by the broker key".into(),
+                records_read: 1234,
+            },
         ]
     }
 
@@ -536,6 +568,13 @@ pub(crate) mod tests {
             },
             LogEvent::Continued { file: None, line: None, reason: "files missing".into(), merkle_prefix: vec![] },
             LogEvent::Closed { refused: 2, lost: 0 },
+            LogEvent::Outage {
+                start: "2026-12-01T10:00:00.000Z".into(),
+                end: "2026-12-01T10:00:05.250Z".into(),
+                error: "write audit.jsonl: No space left on device (os error 28)".into(),
+                held: 12,
+                refused: 40,
+            },
         ]
     }
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 
-use super::chain::{ChainState, Line, LineReader};
+use super::chain::{altered_record, rewritten_records, ChainState, Line, LineReader, LinkError};
 use super::checkpoint::{read_checkpoint_file, validate_origin, Checkpoint, CheckpointAt, CheckpointError};
 use super::event::{LogEvent, KIND_CONTINUED, KIND_ROTATED};
 use super::files::{sync_dir, LogFile, LogPaths};
@@ -165,7 +165,8 @@ pub(crate) fn open_log(config: &AuditConfig, key: &SigningKey) -> Result<OpenedL
         });
     };
 
-    let outcome = read_tail(&files, &origin, &reference, &latest_path)?;
+    let sealed_roots = SealedRoots::new(&latest_path, latest.as_ref(), &history_path, history.as_deref());
+    let outcome = read_tail(&files, &origin, &reference, &latest_path, &sealed_roots)?;
     report.records_found = outcome.chain.next_index;
     if let Some(broken) = outcome.broken {
         let mut chain = outcome.chain;
@@ -273,7 +274,31 @@ pub(crate) fn prefix_of(record: &Record) -> Option<CompactRange> {
     CompactRange::from_parts(record.index, record.fact_hashes("merkle_prefix")?)
 }
 
-fn read_tail(files: &[LogFile], origin: &str, reference: &Checkpoint, latest_path: &Path) -> Result<ReadOutcome, AuditError> {
+/// The roots every checkpoint beside the log signed, by tree size, with where
+/// each note is: while reading, a rewrite is located as `verify` locates it (at
+/// the first line after the last checkpoint that still matches).
+struct SealedRoots {
+    by_size: std::collections::BTreeMap<u64, (Hash, String)>,
+}
+
+impl SealedRoots {
+    fn new(latest_path: &Path, latest: Option<&CheckpointAt>, history_path: &Path, history: Option<&[CheckpointAt]>) -> Self {
+        let mut by_size = std::collections::BTreeMap::new();
+        let notes = history.unwrap_or_default().iter().map(|n| (history_path, n)).chain(latest.map(|n| (latest_path, n)));
+        for (path, n) in notes {
+            by_size.entry(n.note.checkpoint.size).or_insert((n.note.checkpoint.root, format!("{}:{}", path.display(), n.line)));
+        }
+        SealedRoots { by_size }
+    }
+}
+
+fn read_tail(
+    files: &[LogFile],
+    origin: &str,
+    reference: &Checkpoint,
+    latest_path: &Path,
+    sealed_roots: &SealedRoots,
+) -> Result<ReadOutcome, AuditError> {
     // Where to start: the newest file we can start at that the checkpoint covers.
     let mut start = None;
     for (i, f) in files.iter().enumerate().rev() {
@@ -322,17 +347,24 @@ fn read_tail(files: &[LogFile], origin: &str, reference: &Checkpoint, latest_pat
     let mut torn = None;
     let mut base_records = 0;
     let last = files.len() - 1;
+    // Where the last record read is (a changed record is named by its own line,
+    // as `verify` names it), and the first line no checkpoint has vouched for yet.
+    let mut previous_line: Option<(PathBuf, String, u64)> = None;
+    let mut first_unverified: Option<(PathBuf, String, u64)> = None;
+    let start_index = chain.next_index;
+    let mut verified_up_to = start_index;
     for (i, f) in files.iter().enumerate().skip(start) {
         let file = File::open(&f.path).map_err(io_error(&f.path, "open"))?;
         let mut reader = LineReader::new(file);
         let name = LogPaths::file_name_of(&f.path);
         let mut records_in_file = 0u64;
-        let fail = |line: u64, reason: String, chain: ChainState| ReadOutcome {
+        let fail_in = |path: &Path, name: &str, line: u64, reason: String, chain: ChainState| ReadOutcome {
             chain,
-            broken: Some(Break { location: format!("{}:{line}", f.path.display()), file: Some(name.clone()), line: Some(line), reason }),
+            broken: Some(Break { location: format!("{}:{line}", path.display()), file: Some(name.to_string()), line: Some(line), reason }),
             torn: None,
             base_records: 0,
         };
+        let fail = |line: u64, reason: String, chain: ChainState| fail_in(&f.path, &name, line, reason, chain);
         loop {
             match reader.next_line().map_err(io_error(&f.path, "read"))? {
                 Line::Complete { bytes, number, .. } => {
@@ -344,17 +376,35 @@ fn read_tail(files: &[LogFile], origin: &str, reference: &Checkpoint, latest_pat
                         return Ok(fail(number, format!("a file after the first must start with {KIND_ROTATED} or {KIND_CONTINUED}, not {}", record.kind), chain));
                     }
                     if let Err(e) = chain.check(&record, Some(origin)) {
-                        return Ok(fail(number, e.to_string(), chain));
+                        return Ok(match (&e, &previous_line) {
+                            (LinkError::Prev, Some((path, name, line))) => {
+                                fail_in(path, name, *line, altered_record(&f.path, number), chain)
+                            }
+                            _ => fail(number, e.to_string(), chain),
+                        });
                     }
                     if let (Some(tree), Some(_)) = (&chain.tree, prefix_of(&record)) {
                         if record.fact_hashes("merkle_prefix").as_deref() != Some(tree.subtrees()) {
                             return Ok(fail(number, "merkle_prefix does not match the records before it".into(), chain));
                         }
                     }
+                    if first_unverified.is_none() {
+                        first_unverified = Some((f.path.clone(), name.clone(), number));
+                    }
                     chain.advance(&record);
                     records_in_file += 1;
+                    previous_line = Some((f.path.clone(), name.clone(), number));
                     if chain.next_index == reference.size {
                         root_at_reference = Some(chain.tree.as_ref().map(|t| t.root()));
+                    }
+                    if let (Some((root, note)), Some(tree)) = (sealed_roots.by_size.get(&chain.next_index), &chain.tree) {
+                        if tree.root() != *root {
+                            let (path, name, line) = first_unverified.clone().unwrap_or((f.path.clone(), name.clone(), number));
+                            let reason = rewritten_records(verified_up_to, chain.next_index, note, verified_up_to > start_index);
+                            return Ok(fail_in(&path, &name, line, reason, chain));
+                        }
+                        verified_up_to = chain.next_index;
+                        first_unverified = None;
                     }
                 }
                 Line::TooLong { number, .. } => return Ok(fail(number, "line longer than any record".into(), chain)),

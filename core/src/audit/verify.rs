@@ -403,15 +403,7 @@ impl<'a> Walk<'a> {
         if let Err(e) = self.chain.check(&record, Some(&self.checkpoints.origin)) {
             return Err(match (&e, &self.last_record) {
                 // A changed record shows in the next one's prev: name the changed line.
-                (super::chain::LinkError::Prev, Some((p, l, _))) => fail_at(
-                    p,
-                    *l,
-                    format!(
-                        "this record does not hash to the prev of the next one ({}:{line}): this line was altered, or \
-                         the next line does not belong after it",
-                        path.display()
-                    ),
-                ),
+                (super::chain::LinkError::Prev, Some((p, l, _))) => fail_at(p, *l, super::chain::altered_record(path, line)),
                 (super::chain::LinkError::IndexBack { found, .. }, Some((p, l, r))) if r.index == *found => fail_at(
                     path,
                     line,
@@ -465,24 +457,9 @@ impl<'a> Walk<'a> {
         for cp in expected {
             if cp.root != root {
                 let (file, line) = self.first_unverified.clone().unwrap_or_else(|| (cp.path.clone(), cp.line));
-                return Err(fail_at(
-                    &file,
-                    line,
-                    format!(
-                        "records {}..{} (from this line on) do not match the checkpoint at {}:{} (tree size {}): \
-                         rewritten after they were sealed{}",
-                        self.verified_up_to,
-                        size - 1,
-                        cp.path.display(),
-                        cp.line,
-                        size,
-                        if self.verified_up_to > self.first_index {
-                            format!("; records before {} match an earlier checkpoint", self.verified_up_to)
-                        } else {
-                            String::new()
-                        }
-                    ),
-                ));
+                let note = format!("{}:{}", cp.path.display(), cp.line);
+                let reason = super::chain::rewritten_records(self.verified_up_to, size, &note, self.verified_up_to > self.first_index);
+                return Err(fail_at(&file, line, reason));
             }
             self.checked += 1;
         }

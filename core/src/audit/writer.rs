@@ -16,10 +16,22 @@
 //! throughput on this machine, all of what loading mqseal cost unprotected
 //! traffic (docs/PERFORMANCE.md).
 //!
-//! Failure is sticky: after an I/O error the writer writes nothing more (a record
-//! written after a gap would be worse than none), every later append is refused
-//! with [`AppendError::WriterFailed`], and records that were queued are counted
-//! as lost. The plugin restarts the log by restarting.
+//! A log that cannot be written (a full disk, a quota: a failed `write` of the
+//! log or of a checkpoint) is an **outage**, not an end: the records not yet
+//! written stay in memory (in order, chained), every later [`AuditLog::append`]
+//! is refused with [`AppendError::Unavailable`] (the plugin refuses whatever
+//! needs a record), and the writer retries every [`OUTAGE_RETRY`]. Once a write
+//! succeeds it writes the held records, then `log.outage` (start, end, held,
+//! refused), seals, and appends are accepted again; no restart needed. Events
+//! that have already taken effect (a kick, a policy installed) are never
+//! refused: [`AuditLog::append_decided`] holds them through an outage or a full
+//! queue.
+//!
+//! A failed `fsync`, a failed rotation or a writer thread that cannot start is
+//! fatal: after it the writer writes nothing more (Linux may have dropped the
+//! pages an fsync failed on, so retrying could not tell what reached the disk),
+//! every later append is refused with [`AppendError::WriterFailed`], and records
+//! that were queued are counted as lost. The plugin restarts the log by restarting.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -40,7 +52,7 @@ use super::hashing::{sha256, to_hex, Hash};
 use super::merkle::{leaf_hash, CompactRange};
 use super::open::{open_log, OpenedLog};
 use super::record::encode_record;
-use super::timestamp::{TimestampFormatter, UnixMillis};
+use super::timestamp::{format_timestamp, TimestampFormatter, UnixMillis};
 use crate::config::{Durability, PluginConfig, QueueFullMode};
 
 /// How the audit log is written. [`AuditConfig::new`] gives the same defaults as
@@ -166,6 +178,9 @@ pub(crate) fn io_error(path: impl Into<PathBuf>, action: &'static str) -> impl F
 pub enum AppendError {
     #[error("audit queue full")]
     QueueFull,
+    /// The log cannot be written for now (an outage: a full disk); the writer retries.
+    #[error("audit log cannot be written for now (outage)")]
+    Unavailable,
     #[error("audit writer failed")]
     WriterFailed,
 }
@@ -174,6 +189,7 @@ impl AppendError {
     pub fn reason(self) -> &'static str {
         match self {
             AppendError::QueueFull => "audit-queue-full",
+            AppendError::Unavailable => "audit-outage",
             AppendError::WriterFailed => "audit-writer-failed",
         }
     }
@@ -225,6 +241,8 @@ pub struct AuditStats {
     pub records_lost: u64,
     /// Index of the last record written.
     pub last_index: Option<u64>,
+    /// Hash of the last record written (the head of the chain on disk).
+    pub head: Option<Hash>,
     /// Tree size of the last signed checkpoint.
     pub last_checkpoint_size: u64,
     pub checkpoints_signed: u64,
@@ -232,6 +250,10 @@ pub struct AuditStats {
     pub queued: usize,
     /// The writer failed and accepts nothing more.
     pub failed: bool,
+    /// The log cannot be written for now (an outage); records are held.
+    pub unavailable: bool,
+    /// Outages that ended (each one `log.outage` record).
+    pub outages: u64,
 }
 
 /// What [`AuditLog::shutdown`] leaves behind.
@@ -256,11 +278,20 @@ pub const IDLE_BEFORE_PARK: Duration = Duration::from_millis(100);
 /// `Shared::wake_at_ms` when a parked writer has no deadline.
 const NO_DEADLINE: u64 = u64::MAX;
 
+/// How often the writer tries to write again during an outage.
+pub const OUTAGE_RETRY: Duration = Duration::from_millis(250);
+
+/// The most events [`AuditLog::append_decided`] holds beside a full queue; more
+/// are counted as lost (an unbounded hold would let a long outage exhaust memory).
+const DECIDED_OVERFLOW_MAX: usize = 65536;
+
 struct Shared {
     written: AtomicU64,
     refused: AtomicU64,
     lost: AtomicU64,
     last_index: AtomicU64,
+    /// The hash of the record at `last_index`.
+    head: Mutex<Option<Hash>>,
     checkpoint_size: AtomicU64,
     checkpoints: AtomicU64,
     failed: AtomicBool,
@@ -275,6 +306,14 @@ struct Shared {
     epoch: Instant,
     /// Times the writer parked, for tests and stats.
     parks: AtomicU64,
+    /// An outage: the log cannot be written for now (see the module notes).
+    unavailable: AtomicBool,
+    /// Appenders between reading `unavailable` and counting their refusal.
+    refusing: AtomicU64,
+    outages: AtomicU64,
+    /// Decided events that found the queue full, oldest first; the writer takes them.
+    overflow: Mutex<Vec<(UnixMillis, AuditEvent)>>,
+    has_overflow: AtomicBool,
 }
 
 impl Default for Shared {
@@ -284,6 +323,7 @@ impl Default for Shared {
             refused: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             last_index: AtomicU64::new(0),
+            head: Mutex::new(None),
             checkpoint_size: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
             failed: AtomicBool::new(false),
@@ -293,6 +333,11 @@ impl Default for Shared {
             ticks_seen: AtomicBool::new(false),
             epoch: Instant::now(),
             parks: AtomicU64::new(0),
+            unavailable: AtomicBool::new(false),
+            refusing: AtomicU64::new(0),
+            outages: AtomicU64::new(0),
+            overflow: Mutex::new(Vec::new()),
+            has_overflow: AtomicBool::new(false),
         }
     }
 }
@@ -472,6 +517,9 @@ impl AuditLog {
         if self.shared.failed.load(Ordering::Acquire) {
             return refuse(AppendError::WriterFailed);
         }
+        if self.shared.unavailable.load(Ordering::Acquire) && self.refused_for_outage() {
+            return Err(AppendError::Unavailable);
+        }
         let command = Command::Record(UnixMillis::now(), event);
         let sent = match self.queue_full {
             QueueFullMode::Deny => match self.tx.try_send(command) {
@@ -487,6 +535,73 @@ impl AuditLog {
         }
     }
 
+    /// During an outage: counts a refusal so that the outage's end cannot miss
+    /// it (see [`Writer::end_outage`]). False if the outage ended meanwhile.
+    fn refused_for_outage(&self) -> bool {
+        let s = &self.shared;
+        s.refusing.fetch_add(1, Ordering::SeqCst);
+        let unavailable = s.unavailable.load(Ordering::SeqCst);
+        if unavailable {
+            s.refused.fetch_add(1, Ordering::SeqCst);
+        }
+        s.refusing.fetch_sub(1, Ordering::SeqCst);
+        unavailable
+    }
+
+    /// Queues an event that has already taken effect (a client kicked, a policy
+    /// installed, what start-up did): never refused. When the queue is full it
+    /// is held beside it, and through an outage it is held with the rest, until
+    /// it can be written. Lost (and counted) only after a fatal failure or
+    /// beyond a bounded hold.
+    pub fn append_decided(&self, event: AuditEvent) {
+        if self.shared.failed.load(Ordering::Acquire) {
+            self.shared.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let time = UnixMillis::now();
+        let command = Command::Record(time, event);
+        let sent = match self.queue_full {
+            QueueFullMode::Block => self.send_waiting(command),
+            QueueFullMode::Deny => match self.tx.try_send(command) {
+                Ok(()) => Ok(()),
+                Err(TrySendError::Full(Command::Record(time, event))) => {
+                    let mut overflow = self.shared.overflow.lock();
+                    if overflow.len() < DECIDED_OVERFLOW_MAX {
+                        overflow.push((time, event));
+                        self.shared.has_overflow.store(true, Ordering::Release);
+                    } else {
+                        self.shared.lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                }
+                Err(_) => Err(AppendError::WriterFailed),
+            },
+        };
+        if sent.and_then(|()| self.wake_if_parked()).is_err() {
+            self.shared.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Checks, before something that needs a record takes effect, that its
+    /// record can be appended now (no outage, no failure, and room in the queue
+    /// unless appends wait for room); if not, counts it as refused, as
+    /// [`AuditLog::append`] would. The broker thread is the only appender, so
+    /// room seen here is still there for its next append.
+    pub fn reserve(&self) -> Result<(), AppendError> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(AppendError::WriterFailed);
+        }
+        if self.shared.unavailable.load(Ordering::Acquire) && self.refused_for_outage() {
+            return Err(AppendError::Unavailable);
+        }
+        if self.queue_full == QueueFullMode::Deny && self.tx.is_full() {
+            self.shared.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(AppendError::QueueFull);
+        }
+        Ok(())
+    }
+
     /// Waits until every event appended before this call is written and fsynced.
     /// Blocks: for tests and administrative paths, not for the broker's hot path.
     pub fn sync(&self) -> Result<(), AppendError> {
@@ -496,6 +611,9 @@ impl AuditLog {
         reply_rx.recv().map_err(|_| AppendError::WriterFailed)?;
         if self.shared.failed.load(Ordering::Acquire) {
             return Err(AppendError::WriterFailed);
+        }
+        if self.shared.unavailable.load(Ordering::Acquire) {
+            return Err(AppendError::Unavailable);
         }
         Ok(())
     }
@@ -513,10 +631,13 @@ impl AuditLog {
             records_refused: s.refused.load(Ordering::Relaxed),
             records_lost: s.lost.load(Ordering::Relaxed),
             last_index: (last != NO_INDEX).then_some(last),
+            head: *s.head.lock(),
             last_checkpoint_size: s.checkpoint_size.load(Ordering::Relaxed),
             checkpoints_signed: s.checkpoints.load(Ordering::Relaxed),
             queued: self.tx.len(),
             failed: s.failed.load(Ordering::Relaxed),
+            unavailable: s.unavailable.load(Ordering::Relaxed),
+            outages: s.outages.load(Ordering::Relaxed),
         }
     }
 
@@ -594,6 +715,21 @@ pub(crate) struct Writer {
     config: AuditConfig,
     shared: Arc<Shared>,
     failed: bool,
+    /// The log cannot be written for now; `buf` holds the records not written.
+    outage: Option<Outage>,
+}
+
+/// An outage in progress (see the module notes).
+struct Outage {
+    start: UnixMillis,
+    /// `Shared::refused` when it began: the refusals since are its own.
+    refused_before: u64,
+    /// The first failure, for `log.outage` and the broker's log.
+    error: String,
+    retry_at: Instant,
+    /// Records kept in memory during it: those not written when it began, and
+    /// every one encoded since.
+    held: u64,
 }
 
 /// The earlier of two optional moments.
@@ -604,11 +740,20 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     }
 }
 
-/// An I/O failure on the writer thread, with what was being done.
-struct WriteFailure(String);
+/// An I/O failure on the writer thread, with what was being done, and whether
+/// trying again later can succeed (a write: the disk may get space again) or
+/// not (an fsync: the kernel may have dropped what it could not write).
+struct WriteFailure {
+    text: String,
+    retry: bool,
+}
 
 fn failure(what: impl std::fmt::Display, e: io::Error) -> WriteFailure {
-    WriteFailure(format!("{what}: {e}"))
+    WriteFailure { text: format!("{what}: {e}"), retry: false }
+}
+
+fn retryable(what: impl std::fmt::Display, e: io::Error) -> WriteFailure {
+    WriteFailure { text: format!("{what}: {e}"), retry: true }
 }
 
 impl Writer {
@@ -616,6 +761,7 @@ impl Writer {
         let OpenedLog { file, file_len, file_records, rotated_max, origin, tree, next_index, last_hash, opening, needs_empty_checkpoint, .. } =
             opened;
         shared.last_index.store(next_index.checked_sub(1).unwrap_or(NO_INDEX), Ordering::Relaxed);
+        *shared.head.lock() = next_index.checked_sub(1).map(|_| last_hash);
         Ok(Writer {
             paths: LogPaths::new(&config.path),
             file,
@@ -638,6 +784,7 @@ impl Writer {
             config,
             shared,
             failed: false,
+            outage: None,
         })
     }
 
@@ -645,7 +792,7 @@ impl Writer {
     /// before the plugin may append, so that any failure stops the broker.
     fn write_opening_records(&mut self) -> Result<(), AuditError> {
         let path = self.config.path.clone();
-        let to_audit_error = |WriteFailure(text): WriteFailure| AuditError::Io {
+        let to_audit_error = |WriteFailure { text, .. }: WriteFailure| AuditError::Io {
             path,
             action: "write the opening records",
             source: io::Error::other(text),
@@ -714,6 +861,7 @@ impl Writer {
                 }
                 taken += 1;
             }
+            self.take_overflow();
             self.after_batch();
             if had_work || !rx.is_empty() {
                 idle_since = Instant::now();
@@ -727,7 +875,26 @@ impl Writer {
     /// are refused anyway and nothing must be retried), and with records not
     /// yet sealed only if the broker's ticks will wake it for the checkpoint.
     fn may_park(&self) -> bool {
-        !self.failed && (self.since_checkpoint == 0 || self.shared.ticks_seen.load(Ordering::Relaxed))
+        // During an outage the thread stays to retry on its own clock (no tick needed).
+        !self.failed
+            && self.outage.is_none()
+            && !self.shared.has_overflow.load(Ordering::Acquire)
+            && (self.since_checkpoint == 0 || self.shared.ticks_seen.load(Ordering::Relaxed))
+    }
+
+    /// Appends the decided events that found the queue full.
+    fn take_overflow(&mut self) {
+        if !self.shared.has_overflow.load(Ordering::Acquire) {
+            return;
+        }
+        let held = {
+            let mut overflow = self.shared.overflow.lock();
+            self.shared.has_overflow.store(false, Ordering::Release);
+            std::mem::take(&mut *overflow)
+        };
+        for (time, event) in held {
+            self.append(time, &event);
+        }
     }
 
     /// Tries to park: makes what was written durable, publishes when to be
@@ -764,7 +931,8 @@ impl Writer {
                 false
             }
             Command::Sync(reply) => {
-                if !self.failed {
+                // During an outage the caller learns it from `sync`'s result.
+                if !self.failed && self.outage.is_none() {
                     let result = self.flush().and_then(|()| self.sync_data());
                     self.check(result);
                 }
@@ -778,6 +946,21 @@ impl Writer {
     fn close(&mut self, rx: &Receiver<Command>) {
         while let Ok(command) = rx.try_recv() {
             self.handle(command);
+        }
+        self.take_overflow();
+        if self.outage.is_some() {
+            // A last try; if the disk is still full, the held records die with the process.
+            self.end_outage();
+            if self.outage.is_some() {
+                self.shared.lost.fetch_add(self.buf_records, Ordering::Relaxed);
+                self.shared.problem(format!(
+                    "shutdown during an audit log outage: {} records held in memory could not be written and are lost",
+                    self.buf_records
+                ));
+                self.buf.clear();
+                self.buf_records = 0;
+                return;
+            }
         }
         let closed = LogEvent::Closed {
             refused: self.shared.refused.load(Ordering::Relaxed),
@@ -796,6 +979,9 @@ impl Writer {
         if self.failed {
             return None;
         }
+        if let Some(outage) = &self.outage {
+            return Some(outage.retry_at);
+        }
         let checkpoint = (self.since_checkpoint > 0)
             .then(|| self.last_checkpoint_at + self.config.checkpoint_interval);
         earliest(self.sync_due, checkpoint)
@@ -803,6 +989,12 @@ impl Writer {
 
     fn after_batch(&mut self) {
         if self.failed {
+            return;
+        }
+        if let Some(outage) = &self.outage {
+            if Instant::now() >= outage.retry_at {
+                self.end_outage();
+            }
             return;
         }
         let result = self.flush();
@@ -820,18 +1012,75 @@ impl Writer {
         }
     }
 
-    fn check(&mut self, result: Result<(), WriteFailure>) {
-        if let Err(WriteFailure(text)) = result {
-            if !self.failed {
-                self.failed = true;
-                self.shared.failed.store(true, Ordering::Release);
-                self.shared.problem(format!("audit log write failed, no more records will be written: {text}"));
-            }
-            // Whatever was encoded but not written is lost.
-            self.shared.lost.fetch_add(self.buf_records, Ordering::Relaxed);
-            self.buf.clear();
-            self.buf_records = 0;
+    /// During an outage: tries to write and seal the held records (a checkpoint
+    /// needs space too: a log file with room left in its last page is not yet
+    /// a disk with space); on success writes `log.outage`, seals again, and
+    /// accepts appends again.
+    fn end_outage(&mut self) {
+        let result = self.seal();
+        if result.is_err() {
+            self.check(result);
+            return;
         }
+        let Some(outage) = self.outage.take() else { return };
+        // Accept appends again first, then wait out any appender still counting
+        // a refusal, so that `refused` misses none (they queue behind this record).
+        self.shared.unavailable.store(false, Ordering::SeqCst);
+        while self.shared.refusing.load(Ordering::SeqCst) > 0 {
+            std::hint::spin_loop();
+        }
+        let end = UnixMillis::now();
+        let refused = self.shared.refused.load(Ordering::SeqCst).saturating_sub(outage.refused_before);
+        let record = LogEvent::Outage {
+            start: format_timestamp(outage.start),
+            end: format_timestamp(end),
+            error: outage.error,
+            held: outage.held,
+            refused,
+        };
+        self.encode(end, &record);
+        let result = self.seal();
+        self.check(result);
+        if self.outage.is_none() && !self.failed {
+            self.shared.outages.fetch_add(1, Ordering::Relaxed);
+            self.shared.problem(format!(
+                "audit log writable again after {} ms: {} records held in memory are written, {refused} events were refused meanwhile (log.outage)",
+                end.0.saturating_sub(outage.start.0),
+                outage.held
+            ));
+        }
+    }
+
+    fn check(&mut self, result: Result<(), WriteFailure>) {
+        let Err(WriteFailure { text, retry }) = result else { return };
+        if retry && !self.failed {
+            // Keep what is not written (in `buf`); refuse appends until a retry succeeds.
+            let retry_at = Instant::now() + OUTAGE_RETRY;
+            match &mut self.outage {
+                Some(outage) => outage.retry_at = retry_at,
+                None => {
+                    // Counted before refusing starts: every refusal after this is the outage's.
+                    let refused_before = self.shared.refused.load(Ordering::SeqCst);
+                    self.shared.unavailable.store(true, Ordering::SeqCst);
+                    self.shared.problem(format!(
+                        "audit log cannot be written ({text}): holding its records in memory, refusing what needs a record, \
+                         retrying every {} ms",
+                        OUTAGE_RETRY.as_millis()
+                    ));
+                    self.outage = Some(Outage { start: UnixMillis::now(), refused_before, error: text, retry_at, held: self.buf_records });
+                }
+            }
+            return;
+        }
+        if !self.failed {
+            self.failed = true;
+            self.shared.failed.store(true, Ordering::Release);
+            self.shared.problem(format!("audit log write failed, no more records will be written: {text}"));
+        }
+        // Whatever was encoded but not written is lost.
+        self.shared.lost.fetch_add(self.buf_records, Ordering::Relaxed);
+        self.buf.clear();
+        self.buf_records = 0;
     }
 
     fn append(&mut self, time: UnixMillis, event: &AuditEvent) {
@@ -840,7 +1089,8 @@ impl Writer {
             return;
         }
         let rotate = self.config.rotate_bytes;
-        if rotate > 0 && self.file_records > 0 && self.file_len + self.buf.len() as u64 >= rotate {
+        // Not during an outage: rotation writes first; it happens after the outage.
+        if rotate > 0 && self.outage.is_none() && self.file_records > 0 && self.file_len + self.buf.len() as u64 >= rotate {
             let result = self.rotate(time);
             self.check(result);
             if self.failed {
@@ -859,6 +1109,9 @@ impl Writer {
         self.last_hash = hash;
         self.next_index += 1;
         self.buf_records += 1;
+        if let Some(outage) = &mut self.outage {
+            outage.held += 1;
+        }
         self.file_records += 1;
         self.since_checkpoint += 1;
     }
@@ -870,11 +1123,12 @@ impl Writer {
         if let Err(e) = self.file.write_all(&self.buf) {
             // Drop a partial write so the file ends on a whole record.
             let _ = self.file.set_len(self.file_len);
-            return Err(failure(format!("write {}", self.paths.base().display()), e));
+            return Err(retryable(format!("write {}", self.paths.base().display()), e));
         }
         self.file_len += self.buf.len() as u64;
         self.shared.written.fetch_add(self.buf_records, Ordering::Relaxed);
         self.shared.last_index.store(self.next_index - 1, Ordering::Relaxed);
+        *self.shared.head.lock() = Some(self.last_hash);
         self.buf.clear();
         self.buf_records = 0;
         if self.config.durability == Durability::Fsync && self.sync_due.is_none() {
@@ -912,8 +1166,9 @@ impl Writer {
             std::fs::rename(&tmp, &latest)?;
             sync_dir(&dir)
         })()
-        .map_err(|e| failure(format!("write {}", latest.display()), e))?;
-        append_history(&self.paths, &text).map_err(|e| failure(format!("append to {}", self.paths.checkpoint_history().display()), e))?;
+        .map_err(|e| retryable(format!("write {}", latest.display()), e))?;
+        append_history(&self.paths, &text)
+            .map_err(|e| retryable(format!("append to {}", self.paths.checkpoint_history().display()), e))?;
         self.since_checkpoint = 0;
         self.last_checkpoint_at = Instant::now();
         self.shared.checkpoint_size.store(checkpoint.size, Ordering::Relaxed);
@@ -930,7 +1185,7 @@ impl Writer {
         let target = self.paths.rotated(seq);
         let base = self.paths.base().to_path_buf();
         if target.exists() {
-            return Err(WriteFailure(format!("cannot rotate: {} already exists", target.display())));
+            return Err(WriteFailure { text: format!("cannot rotate: {} already exists", target.display()), retry: false });
         }
         std::fs::rename(&base, &target).map_err(|e| failure(format!("rename {} to {}", base.display(), target.display()), e))?;
         let file = OpenOptions::new()

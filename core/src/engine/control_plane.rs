@@ -35,13 +35,17 @@ impl Engine {
             return Err(DenyReason::NOT_AUTHORITY);
         }
         let parsed = ControlTopic::parse(topic).ok_or(DenyReason::RESERVED_TOPIC)?;
+        // A document takes effect only if its record can be written.
+        if !self.audit_can_record() {
+            return Err(self.refuse_unrecorded(|| format!("control document on {topic} from client '{}'", client.id)));
+        }
         if payload.is_empty() {
             // Clearing a retained identity or bundle (a removed device).
             if parsed == ControlTopic::Policy {
                 return Err(DenyReason::POLICY_EMPTY);
             }
             self.host.log(LogLevel::Notice, &format!("the authority cleared {topic} (client '{}')", client.id));
-            self.record(AuditEvent::ControlCleared { topic: topic.to_string(), client: Some(client.id.to_string()) });
+            self.record_decided(AuditEvent::ControlCleared { topic: topic.to_string(), client: Some(client.id.to_string()) });
             if let ControlTopic::Bundle(device) = parsed {
                 self.bundle_versions.remove(device);
             }
@@ -92,7 +96,7 @@ impl Engine {
         if let Err(problem) = write_policy_version(&self.config.state_dir, policy.version()) {
             return refuse(self, DenyReason::POLICY_NOT_PERSISTED, problem);
         }
-        self.record(AuditEvent::PolicyPushed {
+        self.record_decided(AuditEvent::PolicyPushed {
             policy_sha256: sha,
             serial: Some(policy.version()),
             client: Some(client.id.to_string()),
@@ -120,7 +124,7 @@ impl Engine {
             return Err(DenyReason::IDENTITY_MISMATCH);
         }
         self.host.log(LogLevel::Info, &format!("identity of device {device_id} published ({})", cert.identity.fingerprint()));
-        self.record(AuditEvent::IdentityAccepted {
+        self.record_decided(AuditEvent::IdentityAccepted {
             device: device_id.to_string(),
             identity_sha256: sha256(payload),
             client: Some(client.id.to_string()),
@@ -180,7 +184,7 @@ impl Engine {
             ),
         );
         if epochs.is_empty() {
-            self.record(AuditEvent::BundlePublished {
+            self.record_decided(AuditEvent::BundlePublished {
                 device: device_id.to_string(),
                 version: bundle.version,
                 group: None,
@@ -190,7 +194,7 @@ impl Engine {
             });
         }
         for (group, epoch) in epochs {
-            self.record(AuditEvent::BundlePublished {
+            self.record_decided(AuditEvent::BundlePublished {
                 device: device_id.to_string(),
                 version: bundle.version,
                 group: Some(group),

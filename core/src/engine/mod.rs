@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::audit::event::Token;
 use crate::audit::hashing::{sha256, Hash};
 use crate::audit::{AuditConfig, AuditEvent, AuditLog};
-use crate::config::{AuthMode, PluginConfig, QueueFullMode, UnprotectedMode};
+use crate::config::{AuthMode, PluginConfig, UnprotectedMode};
 use crate::decision::{Access, Client, Decision, DenyReason};
 use crate::envelope::{self, EnvelopeHeader};
 use crate::flood::FloodGuard;
@@ -46,13 +46,14 @@ pub const PUSHED_POLICY_FILE: &str = "pushed-policy.json";
 
 /// In the state directory: the highest policy version this broker has loaded, so
 /// that an older signed policy (which may hold revoked rights) is never loaded
-/// again, not even after a restart.
-pub const POLICY_VERSION_FILE: &str = "policy-version";
+/// again, not even after a restart (checked against the audit log: crate::state).
+pub use crate::state::POLICY_VERSION_FILE;
 
 /// In the state directory while no broker runs: written at clean shutdown,
-/// removed at start. Missing at start (with an existing audit log) means the
-/// last run crashed, and the replay window may miss the last accepted publishes
-/// (their audit records were still queued in memory).
+/// removed at start. Missing at start (with an existing audit log), or present
+/// while the log does not end the last run with `log.closed`, means the last run
+/// crashed, and the replay window may miss the last accepted publishes (their
+/// audit records were still queued in memory).
 pub const CLEAN_SHUTDOWN_MARKER: &str = "clean-shutdown";
 
 /// At most this many denial lines per second reach the broker log; the rest are
@@ -126,6 +127,8 @@ pub struct Stats {
     pub logins_refused: u64,
     pub clients_kicked: u64,
     pub log_lines_suppressed: u64,
+    /// Events refused because the audit log could not record them.
+    pub audit_unavailable: u64,
 }
 
 /// Everything one loaded plugin instance knows.
@@ -150,6 +153,8 @@ pub struct Engine {
     pending_kicks: Vec<Kick>,
     /// Held for the engine's life: one writer per audit log (`<audit_log>.lock`).
     _audit_lock: std::fs::File,
+    /// The broker key, to sign the state snapshot at shutdown (crate::state).
+    snapshot_key: ed25519_dalek::SigningKey,
     /// After a crash: envelopes sealed before this moment (Unix ms) are refused
     /// from a sender until one of its newer messages has been accepted, because
     /// the replay window may have lost that sender's last accepted numbers.
@@ -215,22 +220,14 @@ impl Engine {
                 PushedChoice::Use(policy, sha, note) => (policy, sha, "start-pushed", Some((LogLevel::Notice, note))),
                 PushedChoice::Ignore(note) => (file_policy, file_sha256, "start", note),
             };
-        let highest = read_policy_version(&config.state_dir).map_err(StartError::Replay)?;
-        if policy.version() < highest {
-            return Err(StartError::Policy(format!(
-                "{} has version {}, older than version {highest} which this broker already loaded \
-                 (an old policy may hold revoked rights); export a current policy",
-                config.policy.display(),
-                policy.version()
-            )));
-        }
         if let Some((level, note)) = &pushed_note {
             host.log(*level, note);
         }
-        write_policy_version(&config.state_dir, policy.version()).map_err(StartError::Replay)?;
         let audit_lock = lock_audit_log(&config.audit_log).map_err(StartError::Audit)?;
         let broker_key = crate::audit::keyfile::load_signing_key(&config.broker_key)
             .map_err(|e| StartError::BrokerKey(e.to_string()))?;
+        // Kept to sign the state snapshot at shutdown.
+        let snapshot_key = broker_key.clone();
         let (audit, report) =
             AuditLog::open(AuditConfig::from(&config), broker_key).map_err(|e| StartError::Audit(e.to_string()))?;
         if let Some(recovery) = &report.recovered {
@@ -253,29 +250,79 @@ impl Engine {
         for warning in &report.warnings {
             host.log(LogLevel::Warning, &format!("audit log: {warning}"));
         }
-        // After the audit log is open: opening repairs a torn tail first.
-        let (replay, restored) =
-            ReplayWindow::restore(&config.state_dir, &config.audit_log).map_err(StartError::Replay)?;
+        // After the audit log is open: opening repairs a torn tail first. The
+        // state files are checked against the log (crate::state).
+        let restored = crate::state::restore(&config.state_dir, &config.audit_log, &snapshot_key.verifying_key(), audit.origin())
+            .map_err(StartError::Replay)?;
+        for distrusted in &restored.distrusted {
+            host.log(
+                LogLevel::Warning,
+                &format!("{} not used as found ({}): {}; rebuilt from the audit log", distrusted.file, distrusted.reason, distrusted.detail),
+            );
+            // A record of what start-up did, whatever else happens: held if the log cannot take it now.
+            audit.append_decided(AuditEvent::StateRebuilt {
+                file: distrusted.file.into(),
+                reason: distrusted.reason.into(),
+                detail: distrusted.detail.clone(),
+                records_read: restored.records_read,
+            });
+        }
+        if policy.version() < restored.policy_floor {
+            let problem = format!(
+                "{} has version {}, older than version {} which this broker already loaded (the audit log and state \
+                 directory record it; an old policy may hold revoked rights); export a current policy",
+                config.policy.display(),
+                policy.version(),
+                restored.policy_floor
+            );
+            audit.append_decided(AuditEvent::PolicyRejected {
+                source: policy_source.into(),
+                reason: format!("{}: {problem}", DenyReason::POLICY_NOT_NEWER),
+                policy_sha256: Some(policy_sha256),
+            });
+            audit.append_decided(AuditEvent::PluginStop { reason: crate::reasons::REFUSED_TO_START.into() });
+            // The floor the log proves, so that the file no longer says less.
+            if let Err(problem) = crate::state::write_policy_version(&config.state_dir, restored.policy_floor) {
+                host.log(LogLevel::Error, &problem);
+            }
+            for problem in audit.shutdown().problems {
+                host.log(LogLevel::Error, &format!("audit log: {problem}"));
+            }
+            return Err(StartError::Policy(problem));
+        }
+        crate::state::write_policy_version(&config.state_dir, policy.version()).map_err(StartError::Replay)?;
         let marker = config.state_dir.join(CLEAN_SHUTDOWN_MARKER);
-        let clean_before = marker.exists();
-        if clean_before {
+        let marker_found = marker.exists();
+        if marker_found {
             std::fs::remove_file(&marker).map_err(|e| StartError::Replay(format!("cannot remove {}: {e}", marker.display())))?;
         }
-        let crash_floor_ms = (!clean_before && !report.created).then(now_ms);
-        if crash_floor_ms.is_some() {
+        // Clean only if the log agrees: a marker written by hand after a crash changes nothing.
+        let clean_before = marker_found && restored.closed_cleanly;
+        let crash_floor_ms = ((!clean_before && !report.created) || !restored.complete).then(now_ms);
+        if !restored.complete {
+            host.log(
+                LogLevel::Warning,
+                "the audit log cannot prove every acceptance (its first files are gone, or it was continued after a break, \
+                 and no signed replay snapshot covers that): envelopes sealed before now are refused from each sender until \
+                 it has a newer message accepted",
+            );
+        } else if crash_floor_ms.is_some() {
             host.log(
                 LogLevel::Warning,
                 "the last run did not shut down cleanly: envelopes sealed before now are refused from each sender \
                  until it has a newer message accepted (replay protection across the crash)",
             );
         }
+        let replay = restored.replay;
         host.log(
             LogLevel::Info,
             &format!(
-                "replay window: {} senders ({} records rolled forward{})",
-                restored.senders,
-                restored.records_rolled_forward,
-                if restored.from_snapshot { " after the snapshot" } else { ", no snapshot" }
+                "replay window: {} senders ({} audit records in {} files read in {} ms{})",
+                replay.senders(),
+                restored.records_read,
+                restored.files_read,
+                restored.elapsed.as_millis(),
+                if restored.from_snapshot { " after the signed snapshot" } else { ", no usable snapshot" }
             ),
         );
         host.log(
@@ -302,6 +349,7 @@ impl Engine {
             bundle_versions: HashMap::new(),
             pending_kicks: Vec::new(),
             _audit_lock: audit_lock,
+            snapshot_key,
             crash_floor_ms,
             fresh_senders: Default::default(),
             stats: Stats::default(),
@@ -312,8 +360,8 @@ impl Engine {
             retiring: Vec::new(),
         };
         let settings = engine.settings_for_audit();
-        engine.record(AuditEvent::PluginStart { version: env!("CARGO_PKG_VERSION").to_string(), settings });
-        engine.record(AuditEvent::PolicyLoaded {
+        engine.record_decided(AuditEvent::PluginStart { version: env!("CARGO_PKG_VERSION").to_string(), settings });
+        engine.record_decided(AuditEvent::PolicyLoaded {
             source: policy_source.into(),
             policy_sha256,
             serial: Some(engine.policy.version()),
@@ -348,12 +396,39 @@ impl Engine {
         .collect()
     }
 
-    /// Appends to the audit log. False when the record could not be queued.
+    /// Appends to the audit log. False when the record could not be queued
+    /// (queue full, outage, failed writer): the caller must not let what needs
+    /// the record happen ([`Self::refuse_unrecorded`]).
     fn record(&mut self, event: AuditEvent) -> bool {
         match &self.audit {
             Some(audit) => audit.append(event).is_ok(),
             None => false,
         }
+    }
+
+    /// Records something that has already happened (a kick, a policy put in
+    /// force): never refused; held through a full queue or an outage.
+    pub(super) fn record_decided(&mut self, event: AuditEvent) {
+        if let Some(audit) = &self.audit {
+            audit.append_decided(event);
+        }
+    }
+
+    /// Whether what needs a record may happen now (checked before an effect
+    /// that cannot be undone, such as a control document taking effect); a
+    /// "no" counts as a refusal in the log's figures.
+    pub(super) fn audit_can_record(&self) -> bool {
+        self.audit.as_ref().is_some_and(|audit| audit.reserve().is_ok())
+    }
+
+    /// The one path for "the audit log cannot take this record": whatever
+    /// needed it (a protected publish, a login, a control document) is refused
+    /// with `audit-unavailable`. Counted; the refusal itself is not recorded
+    /// one by one (the log cannot take it), but `log.outage` counts refusals.
+    pub(super) fn refuse_unrecorded(&mut self, what: impl FnOnce() -> String) -> DenyReason {
+        self.stats.audit_unavailable += 1;
+        self.log_denial(|| format!("refused {}: the audit log cannot record it now ({})", what(), DenyReason::AUDIT_UNAVAILABLE));
+        DenyReason::AUDIT_UNAVAILABLE
     }
 
     /// Logs a denial, at most LOG_LINES_PER_SECOND a second; the text is only
@@ -411,11 +486,15 @@ impl Engine {
         let outcome = self.check_login(client_id, username, password);
         match outcome {
             Ok(who) => {
-                self.record(AuditEvent::AuthAccepted {
+                let recorded = self.record(AuditEvent::AuthAccepted {
                     client: client_id.to_string(),
                     username: username.map(str::to_string),
                     method: "key".into(),
                 });
+                if !recorded {
+                    self.stats.logins_refused += 1;
+                    return Decision::Deny(self.refuse_unrecorded(|| format!("login of client '{client_id}' as {who}")));
+                }
                 self.host.log(LogLevel::Info, &format!("client '{client_id}' logged in as {who}"));
                 Decision::Allow
             }
@@ -584,8 +663,9 @@ impl Engine {
             envelope_sha256: sha256(payload),
         });
         if !recorded {
-            debug_assert!(self.config.audit_queue_full == QueueFullMode::Deny || self.audit.is_none());
-            return self.deny_with_header(client, topic, DenyReason::AUDIT_UNAVAILABLE, header, payload);
+            let reason = self.refuse_unrecorded(|| format!("PUBLISH from client '{}' on '{topic}'", client.id));
+            *self.stats.publishes_denied.entry(reason.0).or_default() += 1;
+            return Decision::Deny(reason);
         }
         self.replay.accept(header.sender, header.seq);
         if self.crash_floor_ms.is_some() && !self.fresh_senders.contains(header.sender) {
@@ -628,7 +708,7 @@ impl Engine {
         if first {
             let group = id.to_string();
             self.host.log(LogLevel::Info, &format!("group {group}: first message under key epoch {epoch}"));
-            self.record(AuditEvent::EpochFirstSeen { group, epoch });
+            self.record_decided(AuditEvent::EpochFirstSeen { group, epoch });
         }
     }
 
@@ -646,6 +726,10 @@ impl Engine {
 
     fn deny_publish(&mut self, client: Client<'_>, topic: &str, reason: DenyReason, header: Option<&EnvelopeHeader<'_>>, payload: &[u8]) {
         *self.stats.publishes_denied.entry(reason.0).or_default() += 1;
+        if reason == DenyReason::AUDIT_UNAVAILABLE {
+            // Logged and counted by refuse_unrecorded; the log cannot take a record of it.
+            return;
+        }
         self.log_denial(|| {
             let about = header
                 .map(|h| format!(" (sender {}, group {}, epoch {}, seq {})", h.sender, h.group, h.epoch, h.seq))
@@ -662,7 +746,8 @@ impl Engine {
             seq: header.map(|h| h.seq),
             envelope_sha256: (!payload.is_empty()).then(|| sha256(payload)),
         });
-        if self.flood.record_bad(client.id, Instant::now()) {
+        // Only faults of the client's own envelopes count towards the flood limit.
+        if reason.blames_client() && self.flood.record_bad(client.id, Instant::now()) {
             let why = format!("more than {} bad publishes within {:?}", self.config.flood_limit, self.config.flood_window);
             self.kick(Kick::ClientId(client.id.to_string()), client.id, &why, crate::reasons::FLOOD);
         }
@@ -671,7 +756,8 @@ impl Engine {
     fn kick(&mut self, kick: Kick, client_label: &str, why: &str, reason: &'static str) {
         self.stats.clients_kicked += 1;
         self.host.log(LogLevel::Warning, &format!("disconnecting client '{client_label}': {why}"));
-        self.record(AuditEvent::ClientKicked { client: client_label.to_string(), reason: reason.into() });
+        // Every kick is recorded: held if the log cannot take it right now.
+        self.record_decided(AuditEvent::ClientKicked { client: client_label.to_string(), reason: reason.into() });
         self.pending_kicks.push(kick);
     }
 
@@ -829,7 +915,7 @@ impl Engine {
         match loaded {
             Err(problem) => {
                 self.host.log(LogLevel::Error, &format!("policy reload rejected, keeping version {}: {problem}", self.policy.version()));
-                self.record(AuditEvent::PolicyRejected { source: "reload".into(), reason: problem, policy_sha256: None });
+                self.record_decided(AuditEvent::PolicyRejected { source: "reload".into(), reason: problem, policy_sha256: None });
             }
             Ok((policy, sha, _)) if policy.version() < self.policy.version() => {
                 let problem = format!(
@@ -838,7 +924,7 @@ impl Engine {
                     self.policy.version()
                 );
                 self.host.log(LogLevel::Error, &format!("policy reload rejected, keeping version {}: {problem}", self.policy.version()));
-                self.record(AuditEvent::PolicyRejected { source: "reload".into(), reason: problem, policy_sha256: Some(sha) });
+                self.record_decided(AuditEvent::PolicyRejected { source: "reload".into(), reason: problem, policy_sha256: Some(sha) });
             }
             Ok((policy, sha, revoked)) => {
                 if let Err(problem) = write_policy_version(&self.config.state_dir, policy.version()) {
@@ -867,7 +953,7 @@ impl Engine {
                 revoked.len()
             ),
         );
-        self.record(AuditEvent::PolicyLoaded { source: source.into(), policy_sha256: sha, serial: Some(self.policy.version()) });
+        self.record_decided(AuditEvent::PolicyLoaded { source: source.into(), policy_sha256: sha, serial: Some(self.policy.version()) });
         for revocation in revoked {
             let why = revocation.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ");
             let label = format!("username {} (device {})", revocation.username, revocation.device_id);
@@ -925,13 +1011,25 @@ impl Engine {
         for thread in self.retiring.drain(..) {
             let _ = thread.join();
         }
-        self.record(AuditEvent::PluginStop { reason: crate::reasons::SHUTDOWN.into() });
+        self.record_decided(AuditEvent::PluginStop { reason: crate::reasons::SHUTDOWN.into() });
         let Some(audit) = self.audit.take() else { return };
+        let origin = audit.origin().to_string();
         let report = audit.shutdown();
         for problem in &report.problems {
             self.host.log(LogLevel::Error, &format!("audit log: {problem}"));
         }
-        match self.replay.save(&self.config.state_dir, report.stats.last_index) {
+        let saved = match (report.stats.last_index, report.stats.head) {
+            (Some(index), Some(head)) => crate::state::save_snapshot(
+                &self.config.state_dir,
+                &self.replay,
+                (index, head),
+                &origin,
+                self.policy.version(),
+                &self.snapshot_key,
+            ),
+            _ => Err("the audit log holds no record: no replay snapshot written".to_string()),
+        };
+        match saved {
             // Only a complete snapshot makes the next start a clean one.
             Ok(()) if report.stats.records_lost == 0 && !report.stats.failed => {
                 let marker = self.config.state_dir.join(CLEAN_SHUTDOWN_MARKER);
@@ -1004,20 +1102,7 @@ fn choose_pushed_policy(state_dir: &Path, authority: &AuthorityPublicKey, file_v
     }
 }
 
-fn read_policy_version(state_dir: &Path) -> Result<u64, String> {
-    let path = state_dir.join(POLICY_VERSION_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text.trim().parse().map_err(|_| format!("{}: not a policy version number", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
-}
-
-fn write_policy_version(state_dir: &Path, version: u64) -> Result<(), String> {
-    let path = state_dir.join(POLICY_VERSION_FILE);
-    crate::keys::write_atomic(&path, format!("{version}\n").as_bytes(), 0o644, crate::keys::Overwrite::Allow)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
+pub(crate) use crate::state::write_policy_version;
 
 /// Takes an exclusive advisory lock beside the audit log, so that two brokers (or
 /// two listener instances) never append to one log and fork its chain.
