@@ -264,7 +264,7 @@ fn rotate_under_traffic(login: Login) {
     if !reopened {
         problems.push(format!("the broker did not write to a new {} after SIGHUP", current.display()));
     }
-    let reloaded = wait_until(WAIT, || terminated(&broker) || broker.log()[stderr_before..].contains("loaded on reload"));
+    let reloaded = wait_until(WAIT, || terminated(&broker) || broker.log().get(stderr_before..).is_some_and(|after| after.contains("loaded on reload")));
     if terminated(&broker) {
         problems.push("the broker terminated after the SIGHUP".into());
     }
