@@ -41,6 +41,19 @@ pub fn artifacts() -> &'static Artifacts {
             .current_dir(workspace_root())
             .args(["build", "--quiet", "-p", "mqseal-plugin", "-p", "mqseal-cli"])
             .env("CARGO_TARGET_DIR", &target_dir);
+        // Cargo gives the test process its package's variables (CARGO_MANIFEST_DIR, ...).
+        // Passed on, they reach build scripts that watch them (ring's watches
+        // CARGO_MANIFEST_DIR): this build would rerun them, and the next `cargo test`
+        // would again, rebuilding ring, rustls and rumqttc each time.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
         if release {
             build.arg("--release");
         }
