@@ -2,8 +2,8 @@
 //! with `mosquitto_pub`/`mosquitto_sub` or raw MQTT packets against a real
 //! Mosquitto with mqseal loaded, and each must fail, with its reason in the log.
 //!
-//! Default auth is `defer` with `allow_anonymous true`: the MQTT username is the
-//! device, so an attacker simply connects as whoever it wants to be.
+//! The harness's auth is `none` with `allow_anonymous true`: the MQTT username is
+//! the device, so an attacker simply connects as whoever it wants to be.
 //!
 //! Where a test must show that something was NOT delivered, it publishes a good
 //! "sentinel" message afterwards: Mosquitto delivers in order, so the
