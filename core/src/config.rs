@@ -78,7 +78,8 @@ pub struct PluginConfig {
     pub state_dir: PathBuf,
     /// `max_envelope_bytes`: payloads above this on protected topics are refused unparsed.
     pub max_envelope_bytes: usize,
-    /// `flood_limit` bad envelopes within `flood_window_secs` get a client disconnected.
+    /// `flood_limit` refused publishes and subscriptions within `flood_window_secs`
+    /// get a client disconnected.
     pub flood_limit: u32,
     pub flood_window: Duration,
     /// `auth_token_max_age_secs`: how old a key-auth token may be.
@@ -134,7 +135,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("broker_key", "PKCS#8 PEM Ed25519 key that signs audit checkpoints (required)"),
     ("state_dir", "directory for the replay window and pushed policies (default: the audit log's directory)"),
     ("max_envelope_bytes", "largest payload accepted on a protected topic (default 65536)"),
-    ("flood_limit", "bad envelopes per window before a client is disconnected (default 20, 0 = never)"),
+    ("flood_limit", "refused publishes and subscriptions per window before a client is disconnected (default 20, 0 = never)"),
     ("flood_window_secs", "the flood window in seconds (default 10)"),
     ("auth_token_max_age_secs", "with auth key: how old a login token may be (default 300)"),
     ("checkpoint_every", "sign a checkpoint after this many records (default 1000)"),

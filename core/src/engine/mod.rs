@@ -15,6 +15,7 @@
 
 mod client_ids;
 mod control_plane;
+mod withheld;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -142,6 +143,8 @@ pub struct Engine {
     audit: Option<AuditLog>,
     replay: ReplayWindow,
     flood: FloodGuard,
+    /// Deliveries withheld, recorded once per client and reason, then counted.
+    withheld: withheld::WithheldDeliveries,
     just_verified: JustVerified,
     /// Device id → timestamp of its last accepted login token (single use).
     last_login: HashMap<Box<str>, u64>,
@@ -199,6 +202,14 @@ const DROP_OFF_THREAD_ABOVE_DEVICES: usize = 10_000;
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A subscription filter on mqseal's control topics; only a shared subscription
+/// can hide the reserved prefix behind another.
+fn is_control_filter(filter: &str) -> bool {
+    filter.starts_with(RESERVED_PREFIX)
+        || (filter.starts_with("$share/")
+            && crate::topic::parse_subscription(filter).is_ok_and(|s| s.filter.starts_with(RESERVED_PREFIX)))
 }
 
 /// `+`, `#` and `/` in a client id or username could widen topic patterns that
@@ -293,6 +304,7 @@ impl Engine {
         );
         let mut engine = Engine {
             flood: FloodGuard::new(config.flood_limit, config.flood_window),
+            withheld: Default::default(),
             config,
             host,
             authority,
@@ -390,6 +402,30 @@ impl Engine {
 
     fn device_of(&self, client: Client<'_>) -> Option<DeviceIdx> {
         client.username.and_then(|u| self.policy.device_by_username(u))
+    }
+
+    /// Whether `+`, `#` or `/` in this client's id or username must refuse this
+    /// access (docs/POLICY.md §3.6): with `unprotected defer` everywhere (a later
+    /// ACL mechanism may substitute them into `%c` / `%u` patterns), otherwise on
+    /// what mqseal protects — protected and control topics, and subscriptions that
+    /// reach a group the client could read. Elsewhere mqseal alone decides, and such
+    /// a client is served as plain Mosquitto serves it. Only asked for clients that
+    /// have such characters, so ordinary traffic pays nothing for it.
+    fn pattern_chars_matter(&self, client: Client<'_>, access: Access, topic: &str) -> bool {
+        if self.config.unprotected == UnprotectedMode::Defer {
+            return true;
+        }
+        if access != Access::Subscribe {
+            return topic.starts_with(RESERVED_PREFIX) || self.policy.group_of_topic(topic).is_some();
+        }
+        if is_control_filter(topic) {
+            return true;
+        }
+        // Mixed filters stay open: each protected delivery is refused on its own.
+        matches!(
+            self.policy.check_subscription(self.device_of(client), topic),
+            Ok(SubscriptionVerdict::Readable(_) | SubscriptionVerdict::Forbidden(_))
+        )
     }
 
     fn client_identity_problem(client: Client<'_>) -> Option<DenyReason> {
@@ -515,10 +551,16 @@ impl Engine {
             };
         }
         if let Some(problem) = Self::client_identity_problem(client) {
-            if access != Access::Read {
-                self.log_denial(|| format!("refused {access:?} on '{topic}' by client '{}': {problem}", client.id));
+            if self.pattern_chars_matter(client, access, topic) {
+                return match access {
+                    Access::Write => {
+                        self.deny_publish(client, topic, problem, None, payload);
+                        Decision::Deny(problem)
+                    }
+                    Access::Read => self.deny_delivery(client, topic, problem),
+                    Access::Subscribe | Access::Unsubscribe => self.deny_subscribe(client, topic, problem),
+                };
             }
-            return Decision::Deny(problem);
         }
         match access {
             Access::Write => self.check_publish(client, topic, payload, PublishPath::AclWrite),
@@ -534,7 +576,8 @@ impl Engine {
             return Decision::Allow;
         }
         if topic.starts_with(RESERVED_PREFIX) {
-            return Decision::Deny(DenyReason::RESERVED_TOPIC);
+            // Refused (and recorded) there: only our own ACL check admits control documents.
+            return self.check_publish(client, topic, payload, PublishPath::MessageEvent);
         }
         if self.policy.group_of_topic(topic).is_none() {
             // Unprotected: the ACL check (which bridges skip by Mosquitto's design) decided.
@@ -563,7 +606,11 @@ impl Engine {
             };
         }
         let Some(group) = self.policy.group_of_topic(topic) else {
-            return self.unprotected_decision();
+            let decision = self.unprotected_decision();
+            if let Decision::Deny(reason) = decision {
+                self.deny_publish(client, topic, reason, None, payload);
+            }
+            return decision;
         };
         let parsed = match envelope::parse(payload, self.config.max_envelope_bytes) {
             Ok(parsed) => parsed,
@@ -719,45 +766,48 @@ impl Engine {
         if topic.starts_with(RESERVED_PREFIX) {
             return match self.check_control_delivery(client, topic) {
                 Ok(()) => Decision::Allow,
-                Err(reason) => self.deny_delivery(reason),
+                Err(reason) => self.deny_delivery(client, topic, reason),
             };
         }
         let Some(group) = self.policy.group_of_topic(topic) else {
-            return self.unprotected_decision();
+            return match self.unprotected_decision() {
+                Decision::Deny(reason) => self.deny_delivery(client, topic, reason),
+                other => other,
+            };
         };
         let Some(device) = self.device_of(client) else {
-            return self.deny_delivery(DenyReason::NOT_A_DEVICE);
+            return self.deny_delivery(client, topic, DenyReason::NOT_A_DEVICE);
         };
         if !self.policy.role(group, device).is_some_and(|r| r.can_read()) {
-            return self.deny_delivery(DenyReason::NOT_A_READER);
+            return self.deny_delivery(client, topic, DenyReason::NOT_A_READER);
         }
         // The signature was verified when the message came in; here only the
         // header matters: is its key epoch still accepted (retained messages age)?
         let parsed = match envelope::parse(payload, self.config.max_envelope_bytes) {
             Ok(parsed) => parsed,
-            Err(e) => return self.deny_delivery(DenyReason(e.reason())),
+            Err(e) => return self.deny_delivery(client, topic, DenyReason(e.reason())),
         };
         let epoch = self.policy.check_epoch(group, parsed.header.epoch, now_ms() / 1000);
         if !epoch.is_accepted() {
-            return self.deny_delivery(DenyReason(epoch.reason()));
+            return self.deny_delivery(client, topic, DenyReason(epoch.reason()));
         }
         Decision::Allow
     }
 
     /// Deliveries refused are routine (a `#` subscriber meets protected topics):
-    /// counted, not logged or audited one by one.
-    fn deny_delivery(&mut self, reason: DenyReason) -> Decision {
+    /// not logged, and audited once per client and reason, then counted (see
+    /// [`withheld`]).
+    fn deny_delivery(&mut self, client: Client<'_>, topic: &str, reason: DenyReason) -> Decision {
         self.stats.deliveries_denied += 1;
+        if let Some(event) = self.withheld.note(client.id, reason.0, topic) {
+            self.record(event);
+        }
         Decision::Deny(reason)
     }
 
     fn check_subscribe(&mut self, client: Client<'_>, filter_text: &str) -> Decision {
         let device = self.device_of(client);
-        // Only a shared subscription can hide the reserved prefix behind another.
-        let control = filter_text.starts_with(RESERVED_PREFIX)
-            || (filter_text.starts_with("$share/")
-                && crate::topic::parse_subscription(filter_text).is_ok_and(|s| s.filter.starts_with(RESERVED_PREFIX)));
-        let decision = if control {
+        let decision = if is_control_filter(filter_text) {
             match self.check_control_subscription(client, filter_text) {
                 Ok(()) => Decision::Allow,
                 Err(reason) => Decision::Deny(reason),
@@ -771,16 +821,28 @@ impl Engine {
                 Ok(SubscriptionVerdict::Forbidden(_)) => Decision::Deny(DenyReason::NOT_A_READER),
             }
         };
-        if let Decision::Deny(reason) = decision {
-            self.stats.subscribes_denied += 1;
-            self.log_denial(|| format!("denied SUBSCRIBE from client '{}' to '{filter_text}': {reason}", client.id));
-            self.record(AuditEvent::SubscribeDenied {
-                client: client.id.to_string(),
-                filter: filter_text.to_string(),
-                reason: Token::Borrowed(reason.0),
-            });
+        match decision {
+            Decision::Deny(reason) => self.deny_subscribe(client, filter_text, reason),
+            other => other,
         }
-        decision
+    }
+
+    /// Logs (rate-limited) and records a refused subscription. It counts towards
+    /// the flood limit like a refused publish: the client chose to send it, and
+    /// otherwise a stream of SUBSCRIBE packets would grow the log without bound.
+    fn deny_subscribe(&mut self, client: Client<'_>, filter_text: &str, reason: DenyReason) -> Decision {
+        self.stats.subscribes_denied += 1;
+        self.log_denial(|| format!("denied SUBSCRIBE from client '{}' to '{filter_text}': {reason}", client.id));
+        self.record(AuditEvent::SubscribeDenied {
+            client: client.id.to_string(),
+            filter: filter_text.to_string(),
+            reason: Token::Borrowed(reason.0),
+        });
+        if self.flood.record_bad(client.id, Instant::now()) {
+            let why = format!("more than {} refused publishes and subscriptions within {:?}", self.config.flood_limit, self.config.flood_window);
+            self.kick(Kick::ClientId(client.id.to_string()), client.id, &why, "flood");
+        }
+        Decision::Deny(reason)
     }
 
     // ---------------------------------------------------------------------
@@ -941,6 +1003,11 @@ impl Engine {
         if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
             self.last_housekeeping = now;
             self.flood.expire(now);
+            if self.withheld.over_capacity() {
+                for event in self.withheld.take_all() {
+                    self.record(event);
+                }
+            }
             if let Some(audit) = &self.audit {
                 for problem in audit.take_problems() {
                     self.host.log(LogLevel::Error, &format!("audit log: {problem}"));
@@ -952,6 +1019,9 @@ impl Engine {
 
     pub fn on_disconnect(&mut self, client: Client<'_>) {
         self.flood.forget(client.id);
+        for event in self.withheld.take_client(client.id) {
+            self.record(event);
+        }
     }
 
     /// Flushes state at plugin cleanup: the last audit records and checkpoint,
@@ -964,6 +1034,9 @@ impl Engine {
         }
         for thread in self.retiring.drain(..) {
             let _ = thread.join();
+        }
+        for event in self.withheld.take_all() {
+            self.record(event);
         }
         self.record(AuditEvent::PluginStop { reason: "shutdown".into() });
         let Some(audit) = self.audit.take() else { return };
