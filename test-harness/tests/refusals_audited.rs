@@ -103,3 +103,40 @@ fn a_flood_of_refused_subscriptions_gets_the_client_disconnected() {
     assert_eq!(fact(&records[0], "reason"), "flood");
     assert!(audit_records(&broker, "subscribe.denied").iter().filter(|r| fact(r, "client") == "eve-flood").count() <= 6);
 }
+
+#[test]
+fn a_bridged_message_on_a_control_topic_is_refused_and_audited() {
+    // Messages that arrive over a bridge skip Mosquitto's ACL checks: mqseal judges
+    // them in the MESSAGE event, and a refusal there is recorded too.
+    let remote = Broker::start(test_harness::BrokerConfig::plain());
+    let fleet = fleet();
+    let mut config = fleet.broker_config("allow");
+    config.trailing_lines.extend([
+        "connection from-remote".to_string(),
+        format!("address 127.0.0.1:{}", remote.port()),
+        "remote_clientid remote-bridge".to_string(),
+        "topic $mqseal/# in 1".to_string(),
+        "topic sensors/# in 1".to_string(),
+    ]);
+    let broker = Broker::start(config);
+    assert!(remote.wait_for_log("as remote-bridge", WAIT), "the bridge did not connect:\n{}", remote.log());
+    // Wait until the bridge's subscriptions are in place on the remote side.
+    assert!(remote.wait_for_log("remote-bridge 1 sensors/#", WAIT), "{}", remote.log());
+    for topic in ["$mqseal/policy", "sensors/t"] {
+        let out = mosquitto_pub(remote.port(), &["-i", "remote-pub", "-t", topic, "-m", "not an envelope", "-q", "1"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let denied = audit_records(&broker, "publish.denied");
+        let reasons: Vec<(String, String)> = denied
+            .iter()
+            .map(|r| (fact(r, "topic").as_str().unwrap_or_default().to_string(), fact(r, "reason").as_str().unwrap_or_default().to_string()))
+            .collect();
+        if reasons.iter().any(|(t, r)| t == "$mqseal/policy" && r == "reserved-topic") && reasons.iter().any(|(t, _)| t == "sensors/t") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bridged refusals not recorded: {reasons:?}\n{}", broker.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
