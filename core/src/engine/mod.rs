@@ -24,20 +24,20 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::audit::event::Token;
-use crate::control::AUTHORITY_USERNAME;
 use crate::audit::hashing::{sha256, Hash};
 use crate::audit::{AuditConfig, AuditEvent, AuditLog};
 use crate::config::{AuthMode, PluginConfig, QueueFullMode, UnprotectedMode};
+use crate::control::AUTHORITY_USERNAME;
 use crate::decision::{Access, Client, Decision, DenyReason};
 use crate::envelope::{self, EnvelopeHeader};
 use crate::flood::FloodGuard;
 use crate::host::{Host, LogLevel};
 use crate::login_token;
 use crate::policy::compiled::{CompiledPolicy, DeviceIdx, GroupIdx, SubscriptionVerdict};
-use client_ids::Owner;
 use crate::policy::Revocation;
 use crate::replay::ReplayWindow;
 use crate::signed_doc::AuthorityPublicKey;
+use client_ids::Owner;
 
 /// Topics under this prefix are mqseal's own control traffic (key exchange,
 /// policy pushes; see [`crate::control`]). `$`-topics are not matched by `#`
