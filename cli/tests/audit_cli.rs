@@ -63,10 +63,16 @@ fn setup(n: u64) -> (tempfile::TempDir, PathBuf, PathBuf) {
         log.append(event(i)).unwrap();
     }
     log.shutdown();
-    let key_path = dir.path().join("broker.pem");
-    let pem = mqseal_core::keys::SigningKey::ed25519_from_seed(&[42; 32]).to_pkcs8_pem().unwrap();
-    std::fs::write(&key_path, pem.as_bytes()).unwrap();
+    let key_path = broker_key_file(dir.path());
     (dir, log_path, key_path)
+}
+
+/// The broker key as PKCS#8 PEM in `dir`, saved 0600: a private key file others can read is refused.
+fn broker_key_file(dir: &Path) -> PathBuf {
+    let path = dir.join("broker.pem");
+    let key = mqseal_core::keys::SigningKey::ed25519_from_seed(&[42; 32]);
+    key.save(&path, mqseal_core::keys::Overwrite::Refuse).unwrap();
+    path
 }
 
 fn s(p: &Path) -> &str {
@@ -132,12 +138,7 @@ fn verify_follows_rotated_files_given_or_found() {
         log.append(event(i)).unwrap();
     }
     log.shutdown();
-    let (_, _, key_path) = {
-        let pem = mqseal_core::keys::SigningKey::ed25519_from_seed(&[42; 32]).to_pkcs8_pem().unwrap();
-        let p = dir.path().join("broker.pem");
-        std::fs::write(&p, pem.as_bytes()).unwrap();
-        ((), (), p)
-    };
+    let key_path = broker_key_file(dir.path());
     let (code, out, _) = run(&["audit", "verify", s(&log_path), "--broker-key", s(&key_path)]);
     assert_eq!(code, 0, "{out}");
     let files: Vec<PathBuf> = (1..).map(|n| dir.path().join(format!("audit.jsonl.{n}"))).take_while(|p| p.exists()).collect();

@@ -27,10 +27,16 @@ pub enum UnprotectedMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
     /// Another mechanism (password_file, dynamic security, TLS identity) authenticates;
-    /// mqseal only authorizes.
+    /// mqseal's login callback only refuses (a client id owned by another identity)
+    /// and defers the rest. Mosquitto then refuses a client with a username that no
+    /// mechanism accepted.
     Defer,
     /// mqseal authenticates devices itself by a token signed with the device key.
     Key,
+    /// Nothing authenticates usernames (an open broker): mqseal registers no login
+    /// callback, a username is only a claim, and client ids cannot be protected.
+    /// Envelopes on protected topics are still verified against the device keys.
+    None,
 }
 
 /// What the broker thread does when the audit writer's queue is full.
@@ -60,7 +66,7 @@ pub struct PluginConfig {
     pub audit_log: PathBuf,
     /// `unprotected`: allow | deny | defer.
     pub unprotected: UnprotectedMode,
-    /// `auth`: defer | key.
+    /// `auth`: defer | key | none.
     pub auth: AuthMode,
     /// `authority`: the authority's public key (PEM SPKI, `authority.pub` of the realm);
     /// the policy must be signed by it.
@@ -72,7 +78,8 @@ pub struct PluginConfig {
     pub state_dir: PathBuf,
     /// `max_envelope_bytes`: payloads above this on protected topics are refused unparsed.
     pub max_envelope_bytes: usize,
-    /// `flood_limit` bad envelopes within `flood_window_secs` get a client disconnected.
+    /// `flood_limit` refused publishes and subscriptions within `flood_window_secs`
+    /// get a client disconnected.
     pub flood_limit: u32,
     pub flood_window: Duration,
     /// `auth_token_max_age_secs`: how old a key-auth token may be.
@@ -124,11 +131,11 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("authority", "the authority's public key, PEM (the realm's authority.pub) (required)"),
     ("audit_log", "path of the hash-chained audit log (required)"),
     ("unprotected", "allow | deny | defer: topics no group protects, and $SYS (default deny)"),
-    ("auth", "defer | key: who authenticates devices (default defer)"),
+    ("auth", "defer | key | none: who authenticates devices (default defer)"),
     ("broker_key", "PKCS#8 PEM Ed25519 key that signs audit checkpoints (required)"),
     ("state_dir", "directory for the replay window and pushed policies (default: the audit log's directory)"),
     ("max_envelope_bytes", "largest payload accepted on a protected topic (default 65536)"),
-    ("flood_limit", "bad envelopes per window before a client is disconnected (default 20, 0 = never)"),
+    ("flood_limit", "refused publishes and subscriptions per window before a client is disconnected (default 20, 0 = never)"),
     ("flood_window_secs", "the flood window in seconds (default 10)"),
     ("auth_token_max_age_secs", "with auth key: how old a login token may be (default 300)"),
     ("checkpoint_every", "sign a checkpoint after this many records (default 1000)"),
@@ -192,7 +199,11 @@ impl PluginConfig {
                 ("deny", UnprotectedMode::Deny),
                 ("defer", UnprotectedMode::Defer),
             ])?,
-            auth: choice(&get, "auth", AuthMode::Defer, &[("defer", AuthMode::Defer), ("key", AuthMode::Key)])?,
+            auth: choice(&get, "auth", AuthMode::Defer, &[
+                ("defer", AuthMode::Defer),
+                ("key", AuthMode::Key),
+                ("none", AuthMode::None),
+            ])?,
             broker_key,
             state_dir,
             max_envelope_bytes: number(&get, "max_envelope_bytes", 65536, 64, 16 * 1024 * 1024)? as usize,

@@ -64,6 +64,9 @@ impl DenyReason {
     pub const BAD_CLIENT_ID: DenyReason = DenyReason("bad-client-id");
     /// A username containing `+`, `#` or `/`.
     pub const BAD_USERNAME: DenyReason = DenyReason("bad-username");
+    /// A login with a client id that belongs to another device or the authority, or
+    /// to no identity while the login is a device's (docs/POLICY.md §3.5).
+    pub const CLIENT_ID_NOT_OWNED: DenyReason = DenyReason("client-id-not-owned");
     /// A subscription filter that is not a valid MQTT filter.
     pub const BAD_FILTER: DenyReason = DenyReason("bad-filter");
     /// A publish on a control topic (`$mqseal/...`) by a client that is not the realm's authority.

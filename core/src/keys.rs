@@ -29,6 +29,111 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 const OID_X25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.110");
 const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+const OID_ED448: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.113");
+const OID_X448: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.111");
+const OID_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+
+/// What a key file must hold: its PEM label and the algorithms accepted, with the
+/// words that say so in errors. Every key file mqseal reads is checked against
+/// one of these, so a wrong file is reported as what it is.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec {
+    label: &'static str,
+    oids: &'static [ObjectIdentifier],
+    expected: &'static str,
+}
+
+/// The broker's checkpoint key (`plugin_opt_broker_key`).
+pub const ED25519_PRIVATE_KEY: KeySpec =
+    KeySpec { label: "PRIVATE KEY", oids: &[OID_ED25519], expected: "an Ed25519 private key (PKCS#8, OID 1.3.101.112)" };
+/// A device's signing key (`ID.sign.pem`) and the authority key.
+pub const SIGNING_PRIVATE_KEY: KeySpec = KeySpec {
+    label: "PRIVATE KEY",
+    oids: &[OID_ED25519, OID_EC_PUBLIC_KEY],
+    expected: "an Ed25519 or P-256 private key (PKCS#8, OID 1.3.101.112 or 1.2.840.10045.2.1)",
+};
+/// A device's key-agreement key (`ID.kx.pem`).
+pub const X25519_PRIVATE_KEY: KeySpec =
+    KeySpec { label: "PRIVATE KEY", oids: &[OID_X25519], expected: "an X25519 private key (PKCS#8, OID 1.3.101.110)" };
+/// The authority's public key (`authority.pub`) and a broker public key.
+pub const ED25519_PUBLIC_KEY: KeySpec = KeySpec {
+    label: "PUBLIC KEY",
+    oids: &[OID_ED25519],
+    expected: "an Ed25519 public key (PEM \"PUBLIC KEY\", OID 1.3.101.112)",
+};
+
+impl KeySpec {
+    /// The words for what this file must hold ("an Ed25519 private key (...)").
+    pub fn expected(&self) -> &'static str {
+        self.expected
+    }
+}
+
+/// What an algorithm OID names, for messages: "an X25519 key (OID 1.3.101.110)".
+fn describe_oid(oid: ObjectIdentifier) -> String {
+    let name = match oid {
+        OID_ED25519 => "an Ed25519 key",
+        OID_X25519 => "an X25519 key",
+        OID_EC_PUBLIC_KEY => "an EC key",
+        OID_ED448 => "an Ed448 key",
+        OID_X448 => "an X448 key",
+        OID_RSA => "an RSA key",
+        _ => "a key of another algorithm",
+    };
+    format!("{name} (OID {oid})")
+}
+
+/// Why `bytes` cannot be a PEM key file at all (empty, binary, JSON, no PEM
+/// block), or `None`; with `spec`'s words for what was expected.
+pub fn pem_text_problem(bytes: &[u8], spec: &KeySpec) -> Option<KeyError> {
+    let expected = spec.expected;
+    let problem = match std::str::from_utf8(bytes) {
+        Err(_) => format!("is not PEM (binary data; if it is DER, convert it with `openssl pkey -inform DER`); expected {expected}"),
+        Ok(text) if text.trim().is_empty() => format!("is empty; expected {expected}"),
+        Ok(text) if text.trim_start().starts_with(['{', '[']) => format!("is not PEM (it looks like JSON); expected {expected}"),
+        Ok(text) if !text.contains("-----BEGIN ") => format!("is not PEM (no \"-----BEGIN\" line); expected {expected}"),
+        Ok(_) => return None,
+    };
+    Some(KeyError::Contents(problem))
+}
+
+/// Decodes one PEM private key that `spec` accepts: its DER and algorithm OID.
+fn decode_private_pem(pem: &str, spec: &KeySpec) -> Result<(SecretDocument, ObjectIdentifier), KeyError> {
+    if let Some(problem) = pem_text_problem(pem.as_bytes(), spec) {
+        return Err(problem);
+    }
+    let (label, doc) = SecretDocument::from_pem(pem.trim_start())
+        .map_err(|e| KeyError::Contents(format!("is not valid PEM ({e}); expected {}", spec.expected)))?;
+    if label != spec.label {
+        return Err(KeyError::WrongKey { expected: spec.expected, found: format!("a PEM \"{label}\" block") });
+    }
+    let info = PrivateKeyInfo::try_from(doc.as_bytes())
+        .map_err(|e| KeyError::Contents(format!("holds no valid PKCS#8 key ({e}); expected {}", spec.expected)))?;
+    let oid = info.algorithm.oid;
+    if !spec.oids.contains(&oid) {
+        return Err(KeyError::WrongKey { expected: spec.expected, found: describe_oid(oid) });
+    }
+    Ok((doc, oid))
+}
+
+/// Decodes one PEM public key (SubjectPublicKeyInfo) that `spec` accepts: its DER.
+pub fn decode_public_pem(pem: &str, spec: &KeySpec) -> Result<pkcs8::Document, KeyError> {
+    if let Some(problem) = pem_text_problem(pem.as_bytes(), spec) {
+        return Err(problem);
+    }
+    let (label, doc) = pkcs8::Document::from_pem(pem.trim_start())
+        .map_err(|e| KeyError::Contents(format!("is not valid PEM ({e}); expected {}", spec.expected)))?;
+    if label != spec.label {
+        return Err(KeyError::WrongKey { expected: spec.expected, found: format!("a PEM \"{label}\" block") });
+    }
+    let info = pkcs8::spki::SubjectPublicKeyInfoRef::try_from(doc.as_bytes())
+        .map_err(|e| KeyError::Contents(format!("holds no valid public key ({e}); expected {}", spec.expected)))?;
+    if !spec.oids.contains(&info.algorithm.oid) {
+        return Err(KeyError::WrongKey { expected: spec.expected, found: describe_oid(info.algorithm.oid) });
+    }
+    Ok(doc)
+}
+
 
 /// Signature algorithm of a device signing key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,18 +203,24 @@ pub enum KeyError {
     NotAFile { path: PathBuf },
     #[error("not a PKCS#8 PEM private key: {0}")]
     Pem(String),
-    #[error("unsupported private key algorithm {0} (expected Ed25519, EC P-256 or X25519)")]
-    UnsupportedAlgorithm(String),
-    #[error("expected a {expected} key, found a {found} key")]
-    WrongKind { expected: &'static str, found: &'static str },
+    /// The text cannot be the key expected (empty, not PEM, ...): "is empty; expected ...".
+    #[error("the key {0}")]
+    Contents(String),
+    /// As `Contents`, in a file: "FILE is empty; expected ...".
+    #[error("{path} {problem}")]
+    FileContents { path: PathBuf, problem: String },
+    #[error("expected {expected}, found {found}")]
+    WrongKey { expected: &'static str, found: String },
     #[error("invalid {alg} public key: {detail}")]
     BadPublicKey { alg: &'static str, detail: String },
     #[error("signature verification failed")]
     BadSignature,
     #[error("X25519 key agreement produced the all-zero secret (low-order public key)")]
     NonContributory,
-    #[error("{path}: {source}")]
-    InFile { path: PathBuf, source: Box<KeyError> },
+    // Not `source`: the problem is part of this message already, and an error
+    // chain printer would repeat it.
+    #[error("{path}: {problem}")]
+    InFile { path: PathBuf, problem: Box<KeyError> },
 }
 
 impl KeyError {
@@ -121,25 +232,27 @@ impl KeyError {
             KeyError::Permissions { .. } => "key-permissions",
             KeyError::NotAFile { .. } => "key-not-a-file",
             KeyError::Pem(_) => "key-malformed",
-            KeyError::UnsupportedAlgorithm(_) => "key-unsupported-alg",
-            KeyError::WrongKind { .. } => "key-wrong-kind",
+            KeyError::Contents(_) | KeyError::FileContents { .. } => "key-malformed",
+            KeyError::WrongKey { .. } => "key-wrong-kind",
             KeyError::BadPublicKey { .. } => "key-bad-public",
             KeyError::BadSignature => "bad-signature",
             KeyError::NonContributory => "key-non-contributory",
-            KeyError::InFile { source, .. } => source.reason(),
+            KeyError::InFile { problem, .. } => problem.reason(),
         }
     }
 
-
-    fn in_file(self, path: &Path) -> KeyError {
+    /// The same problem, naming the file it is in.
+    pub fn in_file(self, path: &Path) -> KeyError {
         match self {
+            KeyError::Contents(problem) => KeyError::FileContents { path: path.to_owned(), problem },
             // Already names its path.
             e @ (KeyError::Io { .. }
             | KeyError::Exists { .. }
             | KeyError::Permissions { .. }
             | KeyError::NotAFile { .. }
+            | KeyError::FileContents { .. }
             | KeyError::InFile { .. }) => e,
-            e => KeyError::InFile { path: path.to_owned(), source: Box::new(e) },
+            e => KeyError::InFile { path: path.to_owned(), problem: Box::new(e) },
         }
     }
 }
@@ -208,45 +321,44 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: Overwrite) 
 /// Reads a private key file, refusing it unless it is a regular file that
 /// neither group nor others can access.
 pub fn read_private_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let (bytes, mode) = read_key_file(path)?;
+    owner_only(path, mode)?;
+    Ok(bytes)
+}
+
+/// Reads a regular file of at most 64 KiB; returns it with its permission bits.
+fn read_key_file(path: &Path) -> Result<(Zeroizing<Vec<u8>>, u32), KeyError> {
     let mut file = File::open(path).map_err(io_err(path))?;
     let meta = file.metadata().map_err(io_err(path))?;
     if !meta.is_file() {
         return Err(KeyError::NotAFile { path: path.to_owned() });
     }
-    let mode = meta.permissions().mode() & 0o7777;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len().min(1 << 16) as usize));
+    io::Read::read_to_end(&mut io::Read::take(&mut file, 1 << 16), &mut bytes).map_err(io_err(path))?;
+    Ok((bytes, meta.permissions().mode() & 0o7777))
+}
+
+/// A private key file must be readable by its owner only.
+fn owner_only(path: &Path, mode: u32) -> Result<(), KeyError> {
     if mode & 0o077 != 0 {
         return Err(KeyError::Permissions { path: path.to_owned(), mode });
     }
-    let mut bytes = Zeroizing::new(Vec::with_capacity(meta.len().min(1 << 16) as usize));
-    io::Read::read_to_end(&mut io::Read::take(&mut file, 1 << 16), &mut bytes).map_err(io_err(path))?;
-    Ok(bytes)
+    Ok(())
 }
 
-fn read_private_pem(path: &Path) -> Result<Zeroizing<String>, KeyError> {
-    let bytes = read_private_file(path)?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|_| KeyError::Pem("file is not UTF-8 text".into()).in_file(path))?;
-    Ok(Zeroizing::new(text.to_owned()))
-}
-
-/// Decodes PEM "PRIVATE KEY" into DER and returns it with its algorithm OID.
-fn decode_pkcs8_pem(pem: &str) -> Result<(SecretDocument, ObjectIdentifier), KeyError> {
-    let (label, doc) = SecretDocument::from_pem(pem).map_err(|e| KeyError::Pem(e.to_string()))?;
-    if label != "PRIVATE KEY" {
-        return Err(KeyError::Pem(format!("PEM label is {label:?}, expected \"PRIVATE KEY\" (unencrypted PKCS#8)")));
+/// Reads a private key file that `spec` accepts and checks what it holds, then
+/// that only its owner can read it: a file that is no such key at all is
+/// reported as what it is (`chmod 600` would be wrong advice for a public key).
+pub fn read_private_key(path: &Path, spec: &KeySpec) -> Result<(SecretDocument, ObjectIdentifier), KeyError> {
+    let (bytes, mode) = read_key_file(path)?;
+    if let Some(problem) = pem_text_problem(&bytes, spec) {
+        return Err(problem.in_file(path));
     }
-    let info = PrivateKeyInfo::try_from(doc.as_bytes()).map_err(|e| KeyError::Pem(e.to_string()))?;
-    let oid = info.algorithm.oid;
-    Ok((doc, oid))
-}
-
-fn kind_of_oid(oid: ObjectIdentifier) -> Result<&'static str, KeyError> {
-    match oid {
-        OID_ED25519 => Ok("Ed25519"),
-        OID_EC_PUBLIC_KEY => Ok("EC"),
-        OID_X25519 => Ok("X25519"),
-        other => Err(KeyError::UnsupportedAlgorithm(other.to_string())),
-    }
+    // pem_text_problem refused anything that is not UTF-8.
+    let text = std::str::from_utf8(&bytes).map_err(|_| KeyError::Contents("is not text".into()).in_file(path))?;
+    let decoded = decode_private_pem(text, spec).map_err(|e| e.in_file(path))?;
+    owner_only(path, mode)?;
+    Ok(decoded)
 }
 
 // ---------------------------------------------------------------------------
@@ -316,15 +428,20 @@ impl SigningKey {
 
     /// Parses an unencrypted PKCS#8 PEM; the algorithm comes from the key itself.
     pub fn from_pkcs8_pem(pem: &str) -> Result<SigningKey, KeyError> {
-        let (doc, oid) = decode_pkcs8_pem(pem)?;
-        match kind_of_oid(oid)? {
-            "Ed25519" => ed25519_dalek::SigningKey::from_pkcs8_der(doc.as_bytes())
+        let (doc, oid) = decode_private_pem(pem, &SIGNING_PRIVATE_KEY)?;
+        SigningKey::from_pkcs8_doc(&doc, oid)
+    }
+
+    /// From a document [`decode_private_pem`] accepted for [`SIGNING_PRIVATE_KEY`].
+    fn from_pkcs8_doc(doc: &SecretDocument, oid: ObjectIdentifier) -> Result<SigningKey, KeyError> {
+        if oid == OID_ED25519 {
+            ed25519_dalek::SigningKey::from_pkcs8_der(doc.as_bytes())
                 .map(SigningKey::Ed25519)
-                .map_err(|e| KeyError::Pem(format!("Ed25519: {e}"))),
-            "EC" => <p256::ecdsa::SigningKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_der(doc.as_bytes())
+                .map_err(|e| KeyError::Pem(format!("Ed25519: {e}")))
+        } else {
+            <p256::ecdsa::SigningKey as p256::pkcs8::DecodePrivateKey>::from_pkcs8_der(doc.as_bytes())
                 .map(SigningKey::P256)
-                .map_err(|e| KeyError::Pem(format!("EC key is not a valid P-256 key: {e}"))),
-            found => Err(KeyError::WrongKind { expected: "signing (Ed25519 or P-256)", found }),
+                .map_err(|e| KeyError::Pem(format!("EC key is not a valid P-256 key: {e}")))
         }
     }
 
@@ -342,8 +459,8 @@ impl SigningKey {
 
     /// Loads a private key file (must be 0600 or stricter).
     pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
-        let pem = read_private_pem(path)?;
-        SigningKey::from_pkcs8_pem(&pem).map_err(|e| e.in_file(path))
+        let (doc, oid) = read_private_key(path, &SIGNING_PRIVATE_KEY)?;
+        SigningKey::from_pkcs8_doc(&doc, oid).map_err(|e| e.in_file(path))
     }
 
     /// Saves as PKCS#8 PEM with mode 0600, atomically.
@@ -505,11 +622,12 @@ impl KxSecret {
     }
 
     pub fn from_pkcs8_pem(pem: &str) -> Result<KxSecret, KeyError> {
-        let (doc, oid) = decode_pkcs8_pem(pem)?;
-        let kind = kind_of_oid(oid)?;
-        if kind != "X25519" {
-            return Err(KeyError::WrongKind { expected: "X25519", found: kind });
-        }
+        let (doc, _) = decode_private_pem(pem, &X25519_PRIVATE_KEY)?;
+        KxSecret::from_pkcs8_doc(&doc)
+    }
+
+    /// From a document [`decode_private_pem`] accepted for [`X25519_PRIVATE_KEY`].
+    fn from_pkcs8_doc(doc: &SecretDocument) -> Result<KxSecret, KeyError> {
         let info = PrivateKeyInfo::try_from(doc.as_bytes()).map_err(|e| KeyError::Pem(e.to_string()))?;
         if info.algorithm.parameters.is_some() {
             return Err(KeyError::Pem("X25519 AlgorithmIdentifier must have no parameters".into()));
@@ -530,8 +648,8 @@ impl KxSecret {
     }
 
     pub fn load(path: &Path) -> Result<KxSecret, KeyError> {
-        let pem = read_private_pem(path)?;
-        KxSecret::from_pkcs8_pem(&pem).map_err(|e| e.in_file(path))
+        let (doc, _) = read_private_key(path, &X25519_PRIVATE_KEY)?;
+        KxSecret::from_pkcs8_doc(&doc).map_err(|e| e.in_file(path))
     }
 
     pub fn save(&self, path: &Path, overwrite: Overwrite) -> Result<(), KeyError> {
@@ -673,7 +791,7 @@ mod tests {
                 None => {
                     KxSecret::load(&path).unwrap();
                     let err = SigningKey::load(&path).unwrap_err().to_string();
-                    assert!(err.contains("expected a signing"), "{err}");
+                    assert!(err.contains("expected an Ed25519 or P-256 private key"), "{err}");
                 }
             }
         }
@@ -692,10 +810,48 @@ mod tests {
         assert_eq!(*a2.diffie_hellman(&b.public()).unwrap(), *b.diffie_hellman(&a.public()).unwrap());
         assert!(matches!(a.diffie_hellman(&KxPublic::from_bytes([0u8; 32])), Err(KeyError::NonContributory)));
         let err = SigningKey::load(&path).unwrap_err().to_string();
-        assert!(err.contains("expected a signing") && err.contains("X25519"), "{err}");
+        assert!(err.contains("expected an Ed25519 or P-256 private key") && err.contains("found an X25519 key (OID 1.3.101.110)"), "{err}");
         let sign_path = dir.path().join("s.pem");
         SigningKey::generate(SignAlg::Ed25519).save(&sign_path, Overwrite::Refuse).unwrap();
-        assert!(KxSecret::load(&sign_path).unwrap_err().to_string().contains("expected a X25519"));
+        let err = KxSecret::load(&sign_path).unwrap_err().to_string();
+        assert!(err.contains("expected an X25519 private key (PKCS#8, OID 1.3.101.110), found an Ed25519 key (OID 1.3.101.112)"), "{err}");
+    }
+
+    #[test]
+    fn key_files_that_hold_something_else_say_what_they_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        let public_pem = {
+            use ed25519_dalek::pkcs8::EncodePublicKey;
+            ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key().to_public_key_pem(LineEnding::LF).unwrap()
+        };
+        let cases: [(&[u8], &str); 6] = [
+            (b"", "k.pem is empty; expected an Ed25519 or P-256 private key"),
+            (b" \n\n", "k.pem is empty"),
+            (b"{\"format\":\"mqseal-identity-v1\"}", "k.pem is not PEM (it looks like JSON)"),
+            (b"\xff\xfe\x00", "k.pem is not PEM (binary data"),
+            (b"secret", "k.pem is not PEM (no \"-----BEGIN\" line)"),
+            (public_pem.as_bytes(), "k.pem: expected an Ed25519 or P-256 private key (PKCS#8, OID 1.3.101.112 or 1.2.840.10045.2.1), found a PEM \"PUBLIC KEY\" block"),
+        ];
+        for (bytes, needle) in cases {
+            fs::write(&path, bytes).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+            let err = SigningKey::load(&path).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bytes:?}: {err}");
+        }
+        // Public keys: the right label and algorithm, or what was found.
+        let x25519_public = {
+            let info = pkcs8::spki::SubjectPublicKeyInfoRef {
+                algorithm: pkcs8::AlgorithmIdentifierRef { oid: OID_X25519, parameters: None },
+                subject_public_key: pkcs8::der::asn1::BitStringRef::from_bytes(&[9; 32]).unwrap(),
+            };
+            pkcs8::Document::try_from(info).unwrap().to_pem("PUBLIC KEY", LineEnding::LF).unwrap()
+        };
+        let err = decode_public_pem(&x25519_public, &ED25519_PUBLIC_KEY).unwrap_err().to_string();
+        assert_eq!(err, "expected an Ed25519 public key (PEM \"PUBLIC KEY\", OID 1.3.101.112), found an X25519 key (OID 1.3.101.110)");
+        assert!(decode_public_pem(&public_pem, &ED25519_PUBLIC_KEY).is_ok());
+        let err = decode_public_pem("", &ED25519_PUBLIC_KEY).unwrap_err().to_string();
+        assert_eq!(err, "the key is empty; expected an Ed25519 public key (PEM \"PUBLIC KEY\", OID 1.3.101.112)");
     }
 
     #[test]

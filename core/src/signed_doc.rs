@@ -31,7 +31,7 @@ use pkcs8::der::pem::LineEnding;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::keys::{hex, write_atomic, KeyError, Overwrite, SigningKey};
+use crate::keys::{hex, write_atomic, KeyError, Overwrite, SigningKey, ED25519_PUBLIC_KEY};
 
 /// The domain-separation prefix of every signing input.
 pub const SIGNING_CONTEXT: &[u8] = b"mqseal-signed-doc-v1";
@@ -125,8 +125,9 @@ impl AuthorityPublicKey {
     /// Parses a PEM SubjectPublicKeyInfo ("PUBLIC KEY", OID 1.3.101.112).
     pub fn from_pem(pem: &str, origin: &str) -> Result<Self, SignedDocError> {
         let bad = |detail: String| SignedDocError::BadAuthorityKey { origin: origin.to_string(), detail };
-        let key = ed25519_dalek::VerifyingKey::from_public_key_pem(pem.trim_start())
-            .map_err(|e| bad(format!("not an Ed25519 PEM public key (\"BEGIN PUBLIC KEY\"): {e}")))?;
+        let der = crate::keys::decode_public_pem(pem, &ED25519_PUBLIC_KEY).map_err(|e| bad(e.to_string()))?;
+        let key = ed25519_dalek::VerifyingKey::from_public_key_der(der.as_bytes())
+            .map_err(|e| bad(format!("not a valid Ed25519 public key: {e}")))?;
         AuthorityPublicKey::from_raw(&key.to_bytes()).map_err(bad)
     }
 
@@ -136,9 +137,14 @@ impl AuthorityPublicKey {
             .map_err(|e| SignedDocError::Serialize(format!("authority public key PEM: {e}")))
     }
 
+    /// Loads `authority.pub`; a file that is empty or not PEM is reported as such.
     pub fn load(path: &Path) -> Result<Self, SignedDocError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SignedDocError::Io { path: path.to_owned(), source })?;
-        AuthorityPublicKey::from_pem(&text, &path.display().to_string())
+        let bytes = std::fs::read(path).map_err(|source| SignedDocError::Io { path: path.to_owned(), source })?;
+        if let Some(problem) = crate::keys::pem_text_problem(&bytes, &ED25519_PUBLIC_KEY) {
+            return Err(SignedDocError::Key(problem.in_file(path)));
+        }
+        // pem_text_problem refused anything that is not UTF-8.
+        AuthorityPublicKey::from_pem(&String::from_utf8_lossy(&bytes), &path.display().to_string())
     }
 
     /// Writes the PEM (mode 0644) atomically.

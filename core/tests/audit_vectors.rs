@@ -27,16 +27,28 @@ fn hashes(v: &Value) -> Vec<Hash> {
     v.as_array().unwrap().iter().map(|h| hash_from_hex(h.as_str().unwrap()).unwrap()).collect()
 }
 
+/// The vectors' private key, in a copy only its owner can read: mqseal refuses a
+/// private key file others can read, and a checkout leaves it 0644.
+fn private_vector_key() -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit-broker-key.pem");
+    std::fs::copy(docs().join("vectors/audit-broker-key.pem"), &path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (dir, path)
+}
+
 #[test]
 fn the_vector_log_verifies_with_its_key() {
     let log = docs().join("vectors/audit.jsonl");
-    for key_file in ["audit-broker-key.pub.pem", "audit-broker-key.pem"] {
-        let key = load_verifying_key(&docs().join("vectors").join(key_file)).unwrap();
+    let (_dir, private_path) = private_vector_key();
+    for key_path in [docs().join("vectors/audit-broker-key.pub.pem"), private_path.clone()] {
+        let key = load_verifying_key(&key_path).unwrap();
         let report = verify_path(&log, &VerifyOptions { keys: vec![key], ..Default::default() }).unwrap();
         assert_eq!((report.records, report.sealed, report.checkpoints_checked), (10, 10, 6));
         assert_eq!(report.origin, "example.org/mqseal-audit");
     }
-    let private = load_signing_key(&docs().join("vectors/audit-broker-key.pem")).unwrap();
+    let private = load_signing_key(&private_path).unwrap();
     let mut seed = [0u8; 32];
     seed.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8);
     assert_eq!(private.to_bytes(), seed);

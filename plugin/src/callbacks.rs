@@ -26,9 +26,10 @@ const CALLBACKS: [(Event, Callback); 5] = [
     (Event::MOSQ_EVT_DISCONNECT, on_disconnect),
 ];
 
-/// Registered only with `plugin_opt_auth key`: otherwise another mechanism
-/// authenticates, and a registered callback that defers would change how
-/// Mosquitto treats anonymous logins.
+/// Registered with `plugin_opt_auth key` (mqseal authenticates) and `defer` (mqseal
+/// refuses client ids the login does not own, and defers the rest to the mechanism
+/// that authenticates). Not with `none`: a registered callback that defers makes
+/// Mosquitto refuse every client with a username that no mechanism accepted.
 const AUTH_CALLBACK: (Event, Callback) = (Event::MOSQ_EVT_BASIC_AUTH, on_basic_auth);
 
 /// One loaded plugin instance (one per listener with `per_listener_settings true`).
@@ -46,7 +47,7 @@ pub struct Instance {
 impl Instance {
     pub fn new(identifier: *mut sys::mosquitto_plugin_id_t, engine: Engine) -> Self {
         let mut registered = CALLBACKS.to_vec();
-        if engine.config().auth == AuthMode::Key {
+        if engine.config().auth != AuthMode::None {
             registered.push(AUTH_CALLBACK);
         }
         Instance { identifier, engine: RefCell::new(engine), registered }

@@ -157,6 +157,9 @@ impl Fleet {
     }
 
     /// A broker config carrying this fleet's current policy, authority key and broker key.
+    /// Nothing authenticates usernames (`plugin_opt_auth none`, `allow_anonymous true`):
+    /// a test's client claims whatever device it likes; `.option("auth", "key")` or
+    /// `"defer"` with a password file make logins count.
     pub fn broker_config(&self, unprotected: &str) -> BrokerConfig {
         let policy = self.export_policy();
         let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
@@ -169,6 +172,7 @@ impl Fleet {
             .option("broker_key", "{dir}/broker.sign.pem")
             .option("audit_log", "{dir}/audit.jsonl")
             .option("unprotected", unprotected)
+            .option("auth", "none")
     }
 
     /// Copies the current policy over the broker's policy file (then SIGHUP it).

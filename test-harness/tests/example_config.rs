@@ -75,9 +75,9 @@ fn example_config_starts_a_broker_that_passes_unprotected_traffic() {
     // plugin_opt_auth key: an anonymous client is refused, a device with its token gets in.
     let out = mosquitto_pub(broker.port(), &["-t", "example/topic", "-m", "hello"]);
     assert!(!out.status.success(), "an anonymous client got in");
-    let mut sub = MosquittoSub::start(broker.port(), "example/topic", &["-u", "dev1", "-i", "sub-1", "-P", &token("sub-1")])
+    let mut sub = MosquittoSub::start(broker.port(), "example/topic", &["-u", "dev1", "-i", "dev1-sub", "-P", &token("dev1-sub")])
         .expect("subscribe");
-    let out = mosquitto_pub(broker.port(), &["-t", "example/topic", "-m", "hello", "-u", "dev1", "-i", "pub-1", "-P", &token("pub-1")]);
+    let out = mosquitto_pub(broker.port(), &["-t", "example/topic", "-m", "hello", "-u", "dev1", "-i", "dev1-pub", "-P", &token("dev1-pub")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let got = sub.next_message(std::time::Duration::from_secs(5)).expect("message through the example config");
     assert_eq!(got.payload, b"hello");

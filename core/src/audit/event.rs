@@ -61,6 +61,11 @@ pub enum AuditEvent {
     },
     /// `subscribe.denied`: a subscription was refused.
     SubscribeDenied { client: String, filter: String, reason: Token },
+    /// `delivery.withheld`: messages were withheld from a subscriber. The first
+    /// withholding per client and reason is recorded at once (`count` 1, with its
+    /// topic); later ones are counted and recorded when the client disconnects
+    /// (or the plugin stops), without a topic.
+    DeliveryWithheld { client: String, reason: Token, count: u64, topic: Option<String> },
     /// `client.kicked`: mqseal disconnected a client.
     ClientKicked { client: String, reason: Token },
     /// `epoch.first_seen`: the first message of a group's key epoch.
@@ -121,6 +126,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "publish.accepted",
     "publish.denied",
     "subscribe.denied",
+    "delivery.withheld",
     "client.kicked",
     "epoch.first_seen",
     "identity.accepted",
@@ -158,6 +164,7 @@ impl AuditEvent {
             AuditEvent::PublishAccepted { .. } => "publish.accepted",
             AuditEvent::PublishDenied { .. } => "publish.denied",
             AuditEvent::SubscribeDenied { .. } => "subscribe.denied",
+            AuditEvent::DeliveryWithheld { .. } => "delivery.withheld",
             AuditEvent::ClientKicked { .. } => "client.kicked",
             AuditEvent::EpochFirstSeen { .. } => "epoch.first_seen",
             AuditEvent::IdentityAccepted { .. } => "identity.accepted",
@@ -225,6 +232,12 @@ impl Recordable for AuditEvent {
                 w.str("client", client);
                 w.str("filter", filter);
                 w.str("reason", reason);
+            }
+            AuditEvent::DeliveryWithheld { client, reason, count, topic } => {
+                w.str("client", client);
+                w.u64("count", *count);
+                w.str("reason", reason);
+                w.opt_str("topic", topic.as_deref());
             }
             AuditEvent::ClientKicked { client, reason } => {
                 w.str("client", client);
@@ -544,6 +557,8 @@ pub(crate) mod tests {
                 detail: "state/replay.json: not signed by the broker key".into(),
                 records_read: 1234,
             },
+            AuditEvent::DeliveryWithheld { client: "c".into(), reason: "not-a-reader".into(), count: 1, topic: Some("a/b".into()) },
+            AuditEvent::DeliveryWithheld { client: "c".into(), reason: "not-a-reader".into(), count: 41, topic: None },
         ]
     }
 

@@ -9,6 +9,8 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use zeroize::Zeroizing;
 
+use crate::keys::{KeyError, ED25519_PRIVATE_KEY, ED25519_PUBLIC_KEY};
+
 /// A key file that could not be used. Never includes key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -16,48 +18,55 @@ pub enum KeyFileError {
     Io { path: String, source: std::io::Error },
     #[error("{path}: {problem}")]
     Bad { path: String, problem: String },
+    /// What the file holds instead of the key (empty, not PEM, another algorithm),
+    /// or a private key file others can read: the same checks as for device keys.
+    #[error(transparent)]
+    Key(#[from] KeyError),
 }
 
 fn bad(path: &Path, problem: impl Into<String>) -> KeyFileError {
     KeyFileError::Bad { path: path.display().to_string(), problem: problem.into() }
 }
 
-fn read(path: &Path) -> Result<Zeroizing<String>, KeyFileError> {
+/// Loads an Ed25519 private key from a PKCS#8 PEM file (`-----BEGIN PRIVATE KEY-----`),
+/// as `mqseal keygen --broker` writes it. Refused, like every private key file
+/// mqseal reads, unless only its owner can read it ([`crate::keys::read_private_key`]).
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyFileError> {
+    let (doc, _) = crate::keys::read_private_key(path, &ED25519_PRIVATE_KEY)?;
+    SigningKey::from_pkcs8_der(doc.as_bytes()).map_err(|e| bad(path, format!("not a valid Ed25519 private key ({e})")))
+}
+
+/// What `load_verifying_key` accepts, in its error messages.
+const VERIFYING_KEY_FILE: &str =
+    "expected an Ed25519 key: a PEM \"PRIVATE KEY\" or \"PUBLIC KEY\" (OID 1.3.101.112), or an mqseal identity JSON file";
+
+/// Loads the public key that verifies checkpoints. Accepts a PKCS#8 PEM private
+/// key (its public half is used; the file must be 0600 like any private key), a
+/// PEM SubjectPublicKeyInfo public key (`-----BEGIN PUBLIC KEY-----`), or an
+/// mqseal identity JSON file whose `sign` key is Ed25519.
+pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, KeyFileError> {
     let bytes = Zeroizing::new(
         std::fs::read(path).map_err(|source| KeyFileError::Io { path: path.display().to_string(), source })?,
     );
-    match std::str::from_utf8(&bytes) {
-        Ok(text) => Ok(Zeroizing::new(text.to_string())),
-        Err(_) => Err(bad(path, "not a text file (expected PEM or identity JSON)")),
-    }
-}
-
-/// Loads an Ed25519 private key from a PKCS#8 PEM file (`-----BEGIN PRIVATE KEY-----`),
-/// as `mqseal keygen` writes it.
-pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyFileError> {
-    let text = read(path)?;
-    SigningKey::from_pkcs8_pem(&text)
-        .map_err(|e| bad(path, format!("not a PKCS#8 PEM Ed25519 private key ({e})")))
-}
-
-/// Loads the public key that verifies checkpoints. Accepts a PKCS#8 PEM private
-/// key (its public half is used), a PEM SubjectPublicKeyInfo public key
-/// (`-----BEGIN PUBLIC KEY-----`), or an mqseal identity JSON file whose `sign`
-/// key is Ed25519.
-pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, KeyFileError> {
-    let text = read(path)?;
-    let trimmed = text.trim_start();
-    if trimmed.starts_with("-----BEGIN PRIVATE KEY-----") {
+    let text = std::str::from_utf8(&bytes).unwrap_or_default().trim_start();
+    if text.starts_with("-----BEGIN PRIVATE KEY-----") {
         return load_signing_key(path).map(|k| k.verifying_key());
     }
-    if trimmed.starts_with("-----BEGIN PUBLIC KEY-----") {
-        return VerifyingKey::from_public_key_pem(&text)
-            .map_err(|e| bad(path, format!("not a PEM Ed25519 public key ({e})")));
+    if text.starts_with("-----BEGIN PUBLIC KEY-----") {
+        let der = crate::keys::decode_public_pem(text, &ED25519_PUBLIC_KEY).map_err(|e| e.in_file(path))?;
+        return VerifyingKey::from_public_key_der(der.as_bytes())
+            .map_err(|e| bad(path, format!("not a valid Ed25519 public key ({e})")));
     }
-    if trimmed.starts_with('{') {
-        return identity_sign_key(&text).map_err(|problem| bad(path, problem));
+    if text.starts_with('{') {
+        return identity_sign_key(text).map_err(|problem| bad(path, problem));
     }
-    Err(bad(path, "expected a PEM Ed25519 key (PRIVATE KEY or PUBLIC KEY) or an mqseal identity JSON file"))
+    let found = match crate::keys::pem_text_problem(&bytes, &ED25519_PUBLIC_KEY) {
+        // Empty, binary, or no PEM block at all.
+        Some(problem) => return Err(problem.in_file(path).into()),
+        // A PEM block of another kind (or text before the block).
+        None => text.lines().next().unwrap_or_default().trim().to_string(),
+    };
+    Err(bad(path, format!("{VERIFYING_KEY_FILE}, found {found:?}")))
 }
 
 fn identity_sign_key(text: &str) -> Result<VerifyingKey, String> {
@@ -87,6 +96,11 @@ mod tests {
         let key = SigningKey::from_bytes(&[9; 32]);
         let private = dir.path().join("broker.pem");
         std::fs::write(&private, key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_signing_key(&private).unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "a private key others can read is refused: {err}");
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o600)).unwrap();
         let public = dir.path().join("broker.pub.pem");
         std::fs::write(&public, key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap()).unwrap();
         let identity = dir.path().join("broker.pub");

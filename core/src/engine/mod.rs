@@ -13,7 +13,9 @@
 //! what it verified; MESSAGE accepts exactly that message (same client, topic
 //! and payload buffer) without verifying again, and verifies anything else.
 
+mod client_ids;
 mod control_plane;
+mod withheld;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,6 +27,7 @@ use crate::audit::event::Token;
 use crate::audit::hashing::{sha256, Hash};
 use crate::audit::{AuditConfig, AuditEvent, AuditLog};
 use crate::config::{AuthMode, PluginConfig, UnprotectedMode};
+use crate::control::AUTHORITY_USERNAME;
 use crate::decision::{Access, Client, Decision, DenyReason};
 use crate::envelope::{self, EnvelopeHeader};
 use crate::flood::FloodGuard;
@@ -34,6 +37,7 @@ use crate::policy::compiled::{CompiledPolicy, DeviceIdx, GroupIdx, SubscriptionV
 use crate::policy::Revocation;
 use crate::replay::ReplayWindow;
 use crate::signed_doc::AuthorityPublicKey;
+use client_ids::Owner;
 
 /// Topics under this prefix are mqseal's own control traffic (key exchange,
 /// policy pushes; see [`crate::control`]). `$`-topics are not matched by `#`
@@ -142,6 +146,8 @@ pub struct Engine {
     audit: Option<AuditLog>,
     replay: ReplayWindow,
     flood: FloodGuard,
+    /// Deliveries withheld, recorded once per client and reason, then counted.
+    withheld: withheld::WithheldDeliveries,
     just_verified: JustVerified,
     /// Device id → timestamp of its last accepted login token (single use).
     last_login: HashMap<Box<str>, u64>,
@@ -201,6 +207,14 @@ const DROP_OFF_THREAD_ABOVE_DEVICES: usize = 10_000;
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A subscription filter on mqseal's control topics; only a shared subscription
+/// can hide the reserved prefix behind another.
+fn is_control_filter(filter: &str) -> bool {
+    filter.starts_with(RESERVED_PREFIX)
+        || (filter.starts_with("$share/")
+            && crate::topic::parse_subscription(filter).is_ok_and(|s| s.filter.starts_with(RESERVED_PREFIX)))
 }
 
 /// `+`, `#` and `/` in a client id or username could widen topic patterns that
@@ -337,6 +351,7 @@ impl Engine {
         );
         let mut engine = Engine {
             flood: FloodGuard::new(config.flood_limit, config.flood_window),
+            withheld: Default::default(),
             config,
             host,
             authority,
@@ -464,6 +479,30 @@ impl Engine {
         client.username.and_then(|u| self.policy.device_by_username(u))
     }
 
+    /// Whether `+`, `#` or `/` in this client's id or username must refuse this
+    /// access (docs/POLICY.md §3.6): with `unprotected defer` everywhere (a later
+    /// ACL mechanism may substitute them into `%c` / `%u` patterns), otherwise on
+    /// what mqseal protects — protected and control topics, and subscriptions that
+    /// reach a group the client could read. Elsewhere mqseal alone decides, and such
+    /// a client is served as plain Mosquitto serves it. Only asked for clients that
+    /// have such characters, so ordinary traffic pays nothing for it.
+    fn pattern_chars_matter(&self, client: Client<'_>, access: Access, topic: &str) -> bool {
+        if self.config.unprotected == UnprotectedMode::Defer {
+            return true;
+        }
+        if access != Access::Subscribe {
+            return topic.starts_with(RESERVED_PREFIX) || self.policy.group_of_topic(topic).is_some();
+        }
+        if is_control_filter(topic) {
+            return true;
+        }
+        // Mixed filters stay open: each protected delivery is refused on its own.
+        matches!(
+            self.policy.check_subscription(self.device_of(client), topic),
+            Ok(SubscriptionVerdict::Readable(_) | SubscriptionVerdict::Forbidden(_))
+        )
+    }
+
     fn client_identity_problem(client: Client<'_>) -> Option<DenyReason> {
         if has_pattern_chars(client.id) {
             return Some(DenyReason::BAD_CLIENT_ID);
@@ -475,13 +514,20 @@ impl Engine {
     }
 
     // ---------------------------------------------------------------------
-    // Authentication (plugin_opt_auth key)
+    // Authentication
 
-    /// Checks a login: the username must name a device of the policy and the
-    /// password must be a fresh login token signed by that device's key.
+    /// Checks a login. With `plugin_opt_auth key` the username must name a device
+    /// of the policy (or be the authority) and the password must be a fresh login
+    /// token signed by its key; with `defer` another mechanism authenticates and
+    /// mqseal only refuses what it must (see [`Engine::check_claimed_login`]). In
+    /// both, the client id must belong to whoever logs in (docs/POLICY.md §3.5):
+    /// Mosquitto would otherwise close the owner's connection or discard its session.
     pub fn authenticate(&mut self, client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> Decision {
         if self.config.auth != AuthMode::Key {
-            return Decision::Defer;
+            return match self.check_claimed_login(client_id, username) {
+                Ok(()) => Decision::Defer,
+                Err(reason) => self.refuse_login(client_id, username, reason),
+            };
         }
         let outcome = self.check_login(client_id, username, password);
         match outcome {
@@ -498,17 +544,19 @@ impl Engine {
                 self.host.log(LogLevel::Info, &format!("client '{client_id}' logged in as {who}"));
                 Decision::Allow
             }
-            Err(reason) => {
-                self.stats.logins_refused += 1;
-                self.record(AuditEvent::AuthRefused {
-                    client: client_id.to_string(),
-                    username: username.map(str::to_string),
-                    reason: reason.0.into(),
-                });
-                self.log_denial(|| format!("refused login of client '{client_id}' (username {username:?}): {reason}"));
-                Decision::Deny(reason)
-            }
+            Err(reason) => self.refuse_login(client_id, username, reason),
         }
+    }
+
+    fn refuse_login(&mut self, client_id: &str, username: Option<&str>, reason: DenyReason) -> Decision {
+        self.stats.logins_refused += 1;
+        self.record(AuditEvent::AuthRefused {
+            client: client_id.to_string(),
+            username: username.map(str::to_string),
+            reason: reason.0.into(),
+        });
+        self.log_denial(|| format!("refused login of client '{client_id}' (username {username:?}): {reason}"));
+        Decision::Deny(reason)
     }
 
     /// Checks a login token; returns who logged in ("device ID" or "the authority").
@@ -518,13 +566,14 @@ impl Engine {
             return Err(problem);
         }
         // The realm's authority logs in with its own key to publish control documents.
-        let (who, key_owner, key) = if username == Some(crate::control::AUTHORITY_USERNAME) {
-            ("the authority".to_string(), crate::control::AUTHORITY_USERNAME.to_string(), self.authority.login_key())
+        let (who, key_owner, key, claimant) = if username == Some(AUTHORITY_USERNAME) {
+            ("the authority".to_string(), AUTHORITY_USERNAME.to_string(), self.authority.login_key(), Owner::Authority)
         } else {
             let device = self.device_of(client).ok_or(DenyReason::NOT_A_DEVICE)?;
             let id = self.policy.device_id(device).to_string();
-            (format!("device {id}"), id, self.policy.verifying_key(device).clone())
+            (format!("device {id}"), id, self.policy.verifying_key(device).clone(), Owner::Device(device))
         };
+        self.check_client_id_owner(client_id, claimant)?;
         let password = password.ok_or(DenyReason(login_token::LoginError::Malformed.reason()))?;
         let last = self.last_login.get(key_owner.as_str()).copied().unwrap_or(0);
         let ts = login_token::verify_token(
@@ -541,6 +590,33 @@ impl Engine {
         Ok(who)
     }
 
+    /// `plugin_opt_auth defer`: another mechanism authenticates the username, and
+    /// mqseal learns the device from it. Refused here: a client id that the
+    /// username's identity (a device, the authority, or — for any other username
+    /// and for none — nobody) does not own, and pattern characters in the client
+    /// id of a device or of the authority. Everything else is left to the others.
+    fn check_claimed_login(&self, client_id: &str, username: Option<&str>) -> Result<(), DenyReason> {
+        let claimant = match username {
+            Some(AUTHORITY_USERNAME) => Owner::Authority,
+            Some(name) => self.policy.device_by_username(name).map_or(Owner::Nobody, Owner::Device),
+            None => Owner::Nobody,
+        };
+        if claimant != Owner::Nobody && has_pattern_chars(client_id) {
+            return Err(DenyReason::BAD_CLIENT_ID);
+        }
+        self.check_client_id_owner(client_id, claimant)
+    }
+
+    /// The client id must be owned by `claimant` (docs/POLICY.md §3.5).
+    fn check_client_id_owner(&self, client_id: &str, claimant: Owner<DeviceIdx>) -> Result<(), DenyReason> {
+        let owner = client_ids::owner(client_id, AUTHORITY_USERNAME, |id| self.policy.device_by_id(id));
+        if owner == claimant {
+            Ok(())
+        } else {
+            Err(DenyReason::CLIENT_ID_NOT_OWNED)
+        }
+    }
+
     // ---------------------------------------------------------------------
     // ACL checks
 
@@ -554,10 +630,16 @@ impl Engine {
             };
         }
         if let Some(problem) = Self::client_identity_problem(client) {
-            if access != Access::Read {
-                self.log_denial(|| format!("refused {access:?} on '{topic}' by client '{}': {problem}", client.id));
+            if self.pattern_chars_matter(client, access, topic) {
+                return match access {
+                    Access::Write => {
+                        self.deny_publish(client, topic, problem, None, payload);
+                        Decision::Deny(problem)
+                    }
+                    Access::Read => self.deny_delivery(client, topic, problem),
+                    Access::Subscribe | Access::Unsubscribe => self.deny_subscribe(client, topic, problem),
+                };
             }
-            return Decision::Deny(problem);
         }
         match access {
             Access::Write => self.check_publish(client, topic, payload, PublishPath::AclWrite),
@@ -573,7 +655,8 @@ impl Engine {
             return Decision::Allow;
         }
         if topic.starts_with(RESERVED_PREFIX) {
-            return Decision::Deny(DenyReason::RESERVED_TOPIC);
+            // Refused (and recorded) there: only our own ACL check admits control documents.
+            return self.check_publish(client, topic, payload, PublishPath::MessageEvent);
         }
         if self.policy.group_of_topic(topic).is_none() {
             // Unprotected: the ACL check (which bridges skip by Mosquitto's design) decided.
@@ -602,7 +685,11 @@ impl Engine {
             };
         }
         let Some(group) = self.policy.group_of_topic(topic) else {
-            return self.unprotected_decision();
+            let decision = self.unprotected_decision();
+            if let Decision::Deny(reason) = decision {
+                self.deny_publish(client, topic, reason, None, payload);
+            }
+            return decision;
         };
         let parsed = match envelope::parse(payload, self.config.max_envelope_bytes) {
             Ok(parsed) => parsed,
@@ -765,45 +852,48 @@ impl Engine {
         if topic.starts_with(RESERVED_PREFIX) {
             return match self.check_control_delivery(client, topic) {
                 Ok(()) => Decision::Allow,
-                Err(reason) => self.deny_delivery(reason),
+                Err(reason) => self.deny_delivery(client, topic, reason),
             };
         }
         let Some(group) = self.policy.group_of_topic(topic) else {
-            return self.unprotected_decision();
+            return match self.unprotected_decision() {
+                Decision::Deny(reason) => self.deny_delivery(client, topic, reason),
+                other => other,
+            };
         };
         let Some(device) = self.device_of(client) else {
-            return self.deny_delivery(DenyReason::NOT_A_DEVICE);
+            return self.deny_delivery(client, topic, DenyReason::NOT_A_DEVICE);
         };
         if !self.policy.role(group, device).is_some_and(|r| r.can_read()) {
-            return self.deny_delivery(DenyReason::NOT_A_READER);
+            return self.deny_delivery(client, topic, DenyReason::NOT_A_READER);
         }
         // The signature was verified when the message came in; here only the
         // header matters: is its key epoch still accepted (retained messages age)?
         let parsed = match envelope::parse(payload, self.config.max_envelope_bytes) {
             Ok(parsed) => parsed,
-            Err(e) => return self.deny_delivery(DenyReason(e.reason())),
+            Err(e) => return self.deny_delivery(client, topic, DenyReason(e.reason())),
         };
         let epoch = self.policy.check_epoch(group, parsed.header.epoch, now_ms() / 1000);
         if !epoch.is_accepted() {
-            return self.deny_delivery(DenyReason(epoch.reason()));
+            return self.deny_delivery(client, topic, DenyReason(epoch.reason()));
         }
         Decision::Allow
     }
 
     /// Deliveries refused are routine (a `#` subscriber meets protected topics):
-    /// counted, not logged or audited one by one.
-    fn deny_delivery(&mut self, reason: DenyReason) -> Decision {
+    /// not logged, and audited once per client and reason, then counted (see
+    /// [`withheld`]).
+    fn deny_delivery(&mut self, client: Client<'_>, topic: &str, reason: DenyReason) -> Decision {
         self.stats.deliveries_denied += 1;
+        if let Some(event) = self.withheld.note(client.id, reason.0, topic) {
+            self.record(event);
+        }
         Decision::Deny(reason)
     }
 
     fn check_subscribe(&mut self, client: Client<'_>, filter_text: &str) -> Decision {
         let device = self.device_of(client);
-        // Only a shared subscription can hide the reserved prefix behind another.
-        let control = filter_text.starts_with(RESERVED_PREFIX)
-            || (filter_text.starts_with("$share/")
-                && crate::topic::parse_subscription(filter_text).is_ok_and(|s| s.filter.starts_with(RESERVED_PREFIX)));
-        let decision = if control {
+        let decision = if is_control_filter(filter_text) {
             match self.check_control_subscription(client, filter_text) {
                 Ok(()) => Decision::Allow,
                 Err(reason) => Decision::Deny(reason),
@@ -817,16 +907,28 @@ impl Engine {
                 Ok(SubscriptionVerdict::Forbidden(_)) => Decision::Deny(DenyReason::NOT_A_READER),
             }
         };
-        if let Decision::Deny(reason) = decision {
-            self.stats.subscribes_denied += 1;
-            self.log_denial(|| format!("denied SUBSCRIBE from client '{}' to '{filter_text}': {reason}", client.id));
-            self.record(AuditEvent::SubscribeDenied {
-                client: client.id.to_string(),
-                filter: filter_text.to_string(),
-                reason: Token::Borrowed(reason.0),
-            });
+        match decision {
+            Decision::Deny(reason) => self.deny_subscribe(client, filter_text, reason),
+            other => other,
         }
-        decision
+    }
+
+    /// Logs (rate-limited) and records a refused subscription. It counts towards
+    /// the flood limit like a refused publish: the client chose to send it, and
+    /// otherwise a stream of SUBSCRIBE packets would grow the log without bound.
+    fn deny_subscribe(&mut self, client: Client<'_>, filter_text: &str, reason: DenyReason) -> Decision {
+        self.stats.subscribes_denied += 1;
+        self.log_denial(|| format!("denied SUBSCRIBE from client '{}' to '{filter_text}': {reason}", client.id));
+        self.record(AuditEvent::SubscribeDenied {
+            client: client.id.to_string(),
+            filter: filter_text.to_string(),
+            reason: Token::Borrowed(reason.0),
+        });
+        if self.flood.record_bad(client.id, Instant::now()) {
+            let why = format!("more than {} refused publishes and subscriptions within {:?}", self.config.flood_limit, self.config.flood_window);
+            self.kick(Kick::ClientId(client.id.to_string()), client.id, &why, crate::reasons::FLOOD);
+        }
+        Decision::Deny(reason)
     }
 
     // ---------------------------------------------------------------------
@@ -987,6 +1089,11 @@ impl Engine {
         if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
             self.last_housekeeping = now;
             self.flood.expire(now);
+            if self.withheld.over_capacity() {
+                for event in self.withheld.take_all() {
+                    self.record(event);
+                }
+            }
             if let Some(audit) = &self.audit {
                 for problem in audit.take_problems() {
                     self.host.log(LogLevel::Error, &format!("audit log: {problem}"));
@@ -998,6 +1105,9 @@ impl Engine {
 
     pub fn on_disconnect(&mut self, client: Client<'_>) {
         self.flood.forget(client.id);
+        for event in self.withheld.take_client(client.id) {
+            self.record(event);
+        }
     }
 
     /// Flushes state at plugin cleanup: the last audit records and checkpoint,
@@ -1010,6 +1120,9 @@ impl Engine {
         }
         for thread in self.retiring.drain(..) {
             let _ = thread.join();
+        }
+        for event in self.withheld.take_all() {
+            self.record_decided(event);
         }
         self.record_decided(AuditEvent::PluginStop { reason: crate::reasons::SHUTDOWN.into() });
         let Some(audit) = self.audit.take() else { return };
