@@ -35,7 +35,8 @@ use mqseal_core::envelope::AeadAlg;
 use mqseal_core::policy::CompiledPolicy;
 use mqseal_core::topic::{parse_subscription, validate_topic_name};
 
-use crate::control_sync::{control_filters, describe, fetch_control_documents, refused_updates, ControlSync, SyncOutcome};
+use crate::control_sync::fetch_control_documents;
+use mqseal_core::device::control_sync::{control_filters, describe, refused_updates, ControlSync, SyncOutcome};
 use crate::device_cmd::AeadArg;
 use crate::mqtt_link::{read_password_file, wait_connected, wait_delivered, Ev, Link, LinkOptions, Login, Password};
 
@@ -238,11 +239,10 @@ impl ConnectArgs {
 
 /// The device's MQTT username in its stored policy.
 fn policy_username(store: &DeviceStore) -> anyhow::Result<String> {
-    let policy = store.policy();
-    let device = policy.device_by_id(store.id()).ok_or_else(|| {
+    let username = store.username().ok_or_else(|| {
         anyhow!("device {:?} is not in its stored policy: join again with a current policy", store.id())
     })?;
-    Ok(policy.username(device).to_string())
+    Ok(username.to_string())
 }
 
 
@@ -383,7 +383,7 @@ fn report_sync(outcome: SyncOutcome, topic: &str, keys: &mut KeyUser<'_>) -> any
             keys.reload()?;
             eprintln!("mqseal: {}", describe(&report));
         }
-        SyncOutcome::Refused(why) => eprintln!("mqseal: warning: ignored a key update from {topic}: {why}"),
+        SyncOutcome::Refused(why) => eprintln!("mqseal: warning: ignored a key update from {topic}: {why:#}"),
     }
     std::io::stderr().flush().ok();
     Ok(true)

@@ -88,6 +88,8 @@ pub enum DeviceStoreError {
     BundleBehindPolicy { origin: String, group: String, epoch: u64 },
     #[error("{path}: {detail}")]
     Corrupt { path: PathBuf, detail: String },
+    #[error("{lock}: another process is opening envelopes for this device (lock held)")]
+    ReceiverLocked { lock: PathBuf },
     #[error(transparent)]
     Seal(#[from] SealError),
 }
@@ -476,6 +478,11 @@ impl DeviceStore {
         self.bundle_version
     }
 
+    /// The device's MQTT username in the stored policy (None if the policy no longer lists it).
+    pub fn username(&self) -> Option<&str> {
+        self.policy.device_by_id(self.id()).map(|d| self.policy.username(d))
+    }
+
     /// The stored key for (group, epoch), if any.
     pub fn group_key(&self, group: &str, epoch: u64) -> Option<&GroupKey> {
         self.keys.get(&(group.to_string(), epoch))
@@ -506,12 +513,7 @@ impl DeviceStore {
             .map_err(io_err(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(DeviceStoreError::Io {
-                    path: lock_path,
-                    source: std::io::Error::other("another process is opening envelopes for this device (lock held)"),
-                })
-            }
+            Err(fs::TryLockError::WouldBlock) => return Err(DeviceStoreError::ReceiverLocked { lock: lock_path }),
             Err(fs::TryLockError::Error(source)) => return Err(DeviceStoreError::Io { path: lock_path, source }),
         }
         let replay_path = self.device.file(REPLAY_FILE);
