@@ -34,18 +34,54 @@ typedef enum {
   MQSEAL_INVALID_ARGUMENT = 1,
   // `internal-error`
   MQSEAL_INTERNAL_ERROR = 2,
-  // `device-io`
-  MQSEAL_DEVICE_IO = 100,
-  // `device-corrupt`
-  MQSEAL_DEVICE_CORRUPT = 101,
-  // `device-locked`
-  MQSEAL_DEVICE_LOCKED = 102,
+  // `file-io`
+  MQSEAL_FILE_IO = 100,
+  // `other-authority`
+  MQSEAL_OTHER_AUTHORITY = 101,
   // `not-joined`
-  MQSEAL_NOT_JOINED = 103,
+  MQSEAL_NOT_JOINED = 102,
   // `not-in-policy`
-  MQSEAL_NOT_IN_POLICY = 104,
-  // `sequence-exhausted`
-  MQSEAL_SEQUENCE_EXHAUSTED = 105,
+  MQSEAL_NOT_IN_POLICY = 103,
+  // `device-state-corrupt`
+  MQSEAL_DEVICE_STATE_CORRUPT = 104,
+  // `replay-locked`
+  MQSEAL_REPLAY_LOCKED = 105,
+  // `seq-missing`
+  MQSEAL_SEQ_MISSING = 106,
+  // `seq-corrupt`
+  MQSEAL_SEQ_CORRUPT = 107,
+  // `seq-locked`
+  MQSEAL_SEQ_LOCKED = 108,
+  // `seq-exhausted`
+  MQSEAL_SEQ_EXHAUSTED = 109,
+  // `identity-malformed`
+  MQSEAL_IDENTITY_MALFORMED = 110,
+  // `no-identity`
+  MQSEAL_NO_IDENTITY = 111,
+  // `several-identities`
+  MQSEAL_SEVERAL_IDENTITIES = 112,
+  // `identity-id-mismatch`
+  MQSEAL_IDENTITY_ID_MISMATCH = 113,
+  // `identity-key-mismatch`
+  MQSEAL_IDENTITY_KEY_MISMATCH = 114,
+  // `file-exists`
+  MQSEAL_FILE_EXISTS = 115,
+  // `identity-reserved-id`
+  MQSEAL_IDENTITY_RESERVED_ID = 116,
+  // `key-permissions`
+  MQSEAL_KEY_PERMISSIONS = 117,
+  // `key-not-a-file`
+  MQSEAL_KEY_NOT_A_FILE = 118,
+  // `key-malformed`
+  MQSEAL_KEY_MALFORMED = 119,
+  // `key-unsupported-alg`
+  MQSEAL_KEY_UNSUPPORTED_ALG = 120,
+  // `key-wrong-kind`
+  MQSEAL_KEY_WRONG_KIND = 121,
+  // `key-bad-public`
+  MQSEAL_KEY_BAD_PUBLIC = 122,
+  // `key-non-contributory`
+  MQSEAL_KEY_NON_CONTRIBUTORY = 123,
   // `doc-io`
   MQSEAL_DOC_IO = 200,
   // `doc-too-large`
@@ -74,22 +110,22 @@ typedef enum {
   MQSEAL_POLICY_NOT_NEWER = 212,
   // `policy-io`
   MQSEAL_POLICY_IO = 213,
-  // `policy-key-mismatch`
-  MQSEAL_POLICY_KEY_MISMATCH = 214,
   // `bundle-syntax`
-  MQSEAL_BUNDLE_SYNTAX = 215,
+  MQSEAL_BUNDLE_SYNTAX = 214,
   // `bundle-invalid`
-  MQSEAL_BUNDLE_INVALID = 216,
+  MQSEAL_BUNDLE_INVALID = 215,
   // `bundle-wrong-device`
-  MQSEAL_BUNDLE_WRONG_DEVICE = 217,
+  MQSEAL_BUNDLE_WRONG_DEVICE = 216,
   // `bundle-wrong-kx-key`
-  MQSEAL_BUNDLE_WRONG_KX_KEY = 218,
+  MQSEAL_BUNDLE_WRONG_KX_KEY = 217,
   // `bundle-key-malformed`
-  MQSEAL_BUNDLE_KEY_MALFORMED = 219,
+  MQSEAL_BUNDLE_KEY_MALFORMED = 218,
   // `bundle-key-unwrap`
-  MQSEAL_BUNDLE_KEY_UNWRAP = 220,
+  MQSEAL_BUNDLE_KEY_UNWRAP = 219,
   // `bundle-wrap`
-  MQSEAL_BUNDLE_WRAP = 221,
+  MQSEAL_BUNDLE_WRAP = 220,
+  // `policy-key-mismatch`
+  MQSEAL_POLICY_KEY_MISMATCH = 221,
   // `bundle-not-newer`
   MQSEAL_BUNDLE_NOT_NEWER = 222,
   // `bundle-behind-policy`
@@ -106,26 +142,38 @@ typedef enum {
   MQSEAL_TOPIC_NONCHARACTER = 304,
   // `topic-wildcard-in-name`
   MQSEAL_TOPIC_WILDCARD_IN_NAME = 305,
+  // `filter-plus-not-whole-level`
+  MQSEAL_FILTER_PLUS_NOT_WHOLE_LEVEL = 306,
+  // `filter-hash-not-whole-level`
+  MQSEAL_FILTER_HASH_NOT_WHOLE_LEVEL = 307,
+  // `filter-hash-not-last`
+  MQSEAL_FILTER_HASH_NOT_LAST = 308,
+  // `filter-too-deep`
+  MQSEAL_FILTER_TOO_DEEP = 309,
+  // `share-without-filter`
+  MQSEAL_SHARE_WITHOUT_FILTER = 310,
+  // `share-bad-name`
+  MQSEAL_SHARE_BAD_NAME = 311,
   // `not-protected`
   MQSEAL_NOT_PROTECTED = 400,
-  // `not-a-publisher`
-  MQSEAL_NOT_A_PUBLISHER = 401,
-  // `no-key`
-  MQSEAL_NO_KEY = 402,
-  // `group-mismatch`
-  MQSEAL_GROUP_MISMATCH = 403,
+  // `wrong-group`
+  MQSEAL_WRONG_GROUP = 401,
   // `unknown-sender`
-  MQSEAL_UNKNOWN_SENDER = 404,
-  // `epoch-previous-expired`
-  MQSEAL_EPOCH_PREVIOUS_EXPIRED = 405,
-  // `epoch-too-old`
-  MQSEAL_EPOCH_TOO_OLD = 406,
-  // `epoch-future`
-  MQSEAL_EPOCH_FUTURE = 407,
-  // `replayed-seq`
-  MQSEAL_REPLAYED_SEQ = 408,
+  MQSEAL_UNKNOWN_SENDER = 402,
+  // `not-a-publisher`
+  MQSEAL_NOT_A_PUBLISHER = 403,
+  // `no-key`
+  MQSEAL_NO_KEY = 404,
+  // `replay`
+  MQSEAL_REPLAY = 405,
   // `replay-state`
-  MQSEAL_REPLAY_STATE = 409,
+  MQSEAL_REPLAY_STATE = 406,
+  // `epoch-previous-expired`
+  MQSEAL_EPOCH_PREVIOUS_EXPIRED = 407,
+  // `epoch-too-old`
+  MQSEAL_EPOCH_TOO_OLD = 408,
+  // `epoch-future`
+  MQSEAL_EPOCH_FUTURE = 409,
   // `too-large`
   MQSEAL_TOO_LARGE = 500,
   // `malformed-cbor`
@@ -315,7 +363,7 @@ mqseal_result mqseal_device_seal(mqseal_device *device,
 // signature and decrypts. On success `*out` holds the message (free with
 // mqseal_message_free) and its sequence number is recorded, so a replay is
 // refused from then on. Otherwise the result names the reason
-// (MQSEAL_BAD_SIGNATURE, MQSEAL_REPLAYED_SEQ, ...) and `*out` is zeroed.
+// (MQSEAL_BAD_SIGNATURE, MQSEAL_REPLAY, ...) and `*out` is zeroed.
 //
 // # Safety
 // `device` a live handle; `topic` NUL-terminated; `payload` valid for `len`

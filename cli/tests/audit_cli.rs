@@ -33,7 +33,7 @@ fn event(i: u64) -> AuditEvent {
         AuditEvent::PublishDenied {
             client: format!("c{}", i % 2),
             topic: format!("fleet/{i}/cmd"),
-            reason: "not-a-member".into(),
+            reason: "not-a-publisher".into(),
             sender: None,
             group: None,
             epoch: None,

@@ -44,6 +44,9 @@ impl DenyReason {
     pub const NOT_A_DEVICE: DenyReason = DenyReason("not-a-device");
     /// The envelope's sender is not the device this connection is logged in as.
     pub const SENDER_MISMATCH: DenyReason = DenyReason("sender-mismatch");
+    /// The envelope's sender is no device of the policy (a bridged message,
+    /// which has no device login; the device side uses the same token).
+    pub const UNKNOWN_SENDER: DenyReason = DenyReason("unknown-sender");
     /// The envelope names a group other than the one owning the topic.
     pub const WRONG_GROUP: DenyReason = DenyReason("wrong-group");
     /// The sender has no `pub`/`pubsub` role in the group owning the topic.

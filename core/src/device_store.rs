@@ -88,10 +88,35 @@ pub enum DeviceStoreError {
     BundleBehindPolicy { origin: String, group: String, epoch: u64 },
     #[error("{path}: {detail}")]
     Corrupt { path: PathBuf, detail: String },
-    #[error("{lock}: another process is opening envelopes for this device (lock held)")]
-    ReceiverLocked { lock: PathBuf },
+    #[error("{path}: another process is opening envelopes for this device (lock held)")]
+    ReplayLocked { path: PathBuf },
     #[error(transparent)]
     Seal(#[from] SealError),
+}
+
+impl DeviceStoreError {
+    /// A stable short token (docs/REASONS.md); wrapped errors give their own.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DeviceStoreError::Io { .. } => "file-io",
+            DeviceStoreError::Identity(e) => e.reason(),
+            DeviceStoreError::Key(e) => e.reason(),
+            DeviceStoreError::Document(e) => e.reason(),
+            DeviceStoreError::Policy(e) => e.reason(),
+            DeviceStoreError::Bundle(e) => e.reason(),
+            DeviceStoreError::Sequence(e) => e.reason(),
+            DeviceStoreError::OtherAuthority { .. } => "other-authority",
+            DeviceStoreError::NotJoined { .. } => "not-joined",
+            DeviceStoreError::NotInPolicy { .. } => "not-in-policy",
+            DeviceStoreError::PolicyKeyMismatch { .. } => "policy-key-mismatch",
+            DeviceStoreError::BundleNotNewer { .. } => "bundle-not-newer",
+            DeviceStoreError::BundleBehindPolicy { .. } => "bundle-behind-policy",
+            DeviceStoreError::Corrupt { .. } => "device-state-corrupt",
+            DeviceStoreError::ReplayLocked { .. } => "replay-locked",
+            DeviceStoreError::Seal(e) => e.reason(),
+        }
+    }
+
 }
 
 /// Why a message could not be sealed.
@@ -109,6 +134,22 @@ pub enum SealError {
     Sequence(#[from] SequenceError),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+}
+
+impl SealError {
+    /// A stable short token (docs/REASONS.md): the same word the broker and
+    /// `open` use for the same condition (`not-a-publisher`, `no-key`, ...).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SealError::BadTopic { source, .. } => source.reason(),
+            SealError::Unprotected(_) => "not-protected",
+            SealError::NotAPublisher { .. } => "not-a-publisher",
+            SealError::NoKey { .. } => "no-key",
+            SealError::Sequence(e) => e.reason(),
+            SealError::Envelope(e) => e.reason(),
+        }
+    }
+
 }
 
 /// Why an envelope was not opened. [`OpenError::reason`] gives a stable token.
@@ -140,15 +181,16 @@ impl OpenError {
         match self {
             OpenError::Envelope(e) => e.reason(),
             OpenError::NotProtected(_) => "not-protected",
-            OpenError::GroupMismatch { .. } => "group-mismatch",
+            OpenError::GroupMismatch { .. } => "wrong-group",
             OpenError::UnknownSender(_) => "unknown-sender",
             OpenError::NotAPublisher { .. } => "not-a-publisher",
             OpenError::Epoch { check, .. } => check.reason(),
             OpenError::NoKey { .. } => "no-key",
-            OpenError::Replayed { .. } => "replayed-seq",
+            OpenError::Replayed { .. } => "replay",
             OpenError::ReplayState { .. } => "replay-state",
         }
     }
+
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DeviceStoreError + '_ {
@@ -513,7 +555,7 @@ impl DeviceStore {
             .map_err(io_err(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(DeviceStoreError::ReceiverLocked { lock: lock_path }),
+            Err(fs::TryLockError::WouldBlock) => return Err(DeviceStoreError::ReplayLocked { path: lock_path }),
             Err(fs::TryLockError::Error(source)) => return Err(DeviceStoreError::Io { path: lock_path, source }),
         }
         let replay_path = self.device.file(REPLAY_FILE);

@@ -62,6 +62,25 @@ pub enum IdentityError {
     ReservedId(String),
 }
 
+impl IdentityError {
+    /// A stable short token (docs/REASONS.md); wrapped key and counter errors give theirs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            IdentityError::Io { .. } => "file-io",
+            IdentityError::Json { .. } | IdentityError::Field { .. } | IdentityError::Id { .. } => "identity-malformed",
+            IdentityError::Key(e) => e.reason(),
+            IdentityError::Sequence(e) => e.reason(),
+            IdentityError::NoIdentity { .. } => "no-identity",
+            IdentityError::SeveralIdentities { .. } => "several-identities",
+            IdentityError::IdMismatch { .. } => "identity-id-mismatch",
+            IdentityError::KeyMismatch { .. } => "identity-key-mismatch",
+            IdentityError::Exists { .. } => "file-exists",
+            IdentityError::ReservedId(_) => "identity-reserved-id",
+        }
+    }
+
+}
+
 /// A device's public identity: its id, signing key and key-agreement key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

@@ -113,6 +113,24 @@ pub enum KeyError {
 }
 
 impl KeyError {
+    /// A stable short token (docs/REASONS.md); `InFile` gives its cause's.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            KeyError::Io { .. } => "file-io",
+            KeyError::Exists { .. } => "file-exists",
+            KeyError::Permissions { .. } => "key-permissions",
+            KeyError::NotAFile { .. } => "key-not-a-file",
+            KeyError::Pem(_) => "key-malformed",
+            KeyError::UnsupportedAlgorithm(_) => "key-unsupported-alg",
+            KeyError::WrongKind { .. } => "key-wrong-kind",
+            KeyError::BadPublicKey { .. } => "key-bad-public",
+            KeyError::BadSignature => "bad-signature",
+            KeyError::NonContributory => "key-non-contributory",
+            KeyError::InFile { source, .. } => source.reason(),
+        }
+    }
+
+
     fn in_file(self, path: &Path) -> KeyError {
         match self {
             // Already names its path.

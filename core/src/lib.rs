@@ -23,6 +23,7 @@ pub mod login_token;
 pub mod policy;
 pub mod replay;
 pub mod realm;
+pub mod reasons;
 pub mod sequence;
 pub mod signed_doc;
 pub mod topic;

@@ -58,7 +58,8 @@ impl LoginError {
     }
 }
 
-fn signed_bytes(client_id: &str, username: &str, timestamp_ms: u64) -> Vec<u8> {
+/// The bytes a token's signature covers (docs/LOGIN.md §3).
+pub fn signed_bytes(client_id: &str, username: &str, timestamp_ms: u64) -> Vec<u8> {
     format!("{TOKEN_PREFIX}\n{client_id}\n{username}\n{timestamp_ms}").into_bytes()
 }
 

@@ -38,6 +38,21 @@ pub enum SequenceError {
     Write(#[from] KeyError),
 }
 
+impl SequenceError {
+    /// A stable short token (docs/REASONS.md).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SequenceError::Io { .. } => "file-io",
+            SequenceError::Missing { .. } => "seq-missing",
+            SequenceError::Corrupt { .. } => "seq-corrupt",
+            SequenceError::Locked { .. } => "seq-locked",
+            SequenceError::Exhausted { .. } => "seq-exhausted",
+            SequenceError::Write(e) => e.reason(),
+        }
+    }
+
+}
+
 /// A locked, persistent, strictly increasing u64 counter starting at 1.
 #[derive(Debug)]
 pub struct SequenceCounter {

@@ -5,7 +5,7 @@
 //! overlap (use it from one thread, or hold a lock around each call); the
 //! handle may move between threads. Different handles are independent, but
 //! two handles on the same device directory cannot both seal (or both open):
-//! the second gets MQSEAL_DEVICE_LOCKED.
+//! the second gets MQSEAL_SEQ_LOCKED (or MQSEAL_REPLAY_LOCKED).
 
 use std::ffi::CStr;
 use std::os::raw::c_char;
@@ -320,7 +320,7 @@ pub unsafe extern "C" fn mqseal_device_seal(
 /// signature and decrypts. On success `*out` holds the message (free with
 /// mqseal_message_free) and its sequence number is recorded, so a replay is
 /// refused from then on. Otherwise the result names the reason
-/// (MQSEAL_BAD_SIGNATURE, MQSEAL_REPLAYED_SEQ, ...) and `*out` is zeroed.
+/// (MQSEAL_BAD_SIGNATURE, MQSEAL_REPLAY, ...) and `*out` is zeroed.
 ///
 /// # Safety
 /// `device` a live handle; `topic` NUL-terminated; `payload` valid for `len`

@@ -4,8 +4,8 @@
 //! This file is the one place where core's reason tokens become C codes:
 //! [`mqseal_result::token`] and [`mqseal_result::from_token`] below. Each
 //! variant is the token in upper case with `_` for `-`, prefixed `MQSEAL_`
-//! (`replayed-seq` is `MQSEAL_REPLAYED_SEQ`); `tests/result_codes.rs` checks
-//! that against every token the device core can give (`DEVICE_REASONS`), so a
+//! (`wrong-group` is `MQSEAL_WRONG_GROUP`); `tests/result_codes.rs` checks
+//! that against every token the device core can give (`device_reasons()`), so a
 //! token renamed in core fails that test here rather than silently becoming
 //! another code. The numbers are stable: a code keeps its number when its
 //! token is renamed, new ones take new numbers, none is reused.
@@ -26,19 +26,55 @@ pub enum mqseal_result {
     MQSEAL_INVALID_ARGUMENT = 1,
     /// `internal-error`
     MQSEAL_INTERNAL_ERROR = 2,
-    // the device directory and its locks
-    /// `device-io`
-    MQSEAL_DEVICE_IO = 100,
-    /// `device-corrupt`
-    MQSEAL_DEVICE_CORRUPT = 101,
-    /// `device-locked`
-    MQSEAL_DEVICE_LOCKED = 102,
+    // the device directory, its files and locks
+    /// `file-io`
+    MQSEAL_FILE_IO = 100,
+    /// `other-authority`
+    MQSEAL_OTHER_AUTHORITY = 101,
     /// `not-joined`
-    MQSEAL_NOT_JOINED = 103,
+    MQSEAL_NOT_JOINED = 102,
     /// `not-in-policy`
-    MQSEAL_NOT_IN_POLICY = 104,
-    /// `sequence-exhausted`
-    MQSEAL_SEQUENCE_EXHAUSTED = 105,
+    MQSEAL_NOT_IN_POLICY = 103,
+    /// `device-state-corrupt`
+    MQSEAL_DEVICE_STATE_CORRUPT = 104,
+    /// `replay-locked`
+    MQSEAL_REPLAY_LOCKED = 105,
+    /// `seq-missing`
+    MQSEAL_SEQ_MISSING = 106,
+    /// `seq-corrupt`
+    MQSEAL_SEQ_CORRUPT = 107,
+    /// `seq-locked`
+    MQSEAL_SEQ_LOCKED = 108,
+    /// `seq-exhausted`
+    MQSEAL_SEQ_EXHAUSTED = 109,
+    /// `identity-malformed`
+    MQSEAL_IDENTITY_MALFORMED = 110,
+    /// `no-identity`
+    MQSEAL_NO_IDENTITY = 111,
+    /// `several-identities`
+    MQSEAL_SEVERAL_IDENTITIES = 112,
+    /// `identity-id-mismatch`
+    MQSEAL_IDENTITY_ID_MISMATCH = 113,
+    /// `identity-key-mismatch`
+    MQSEAL_IDENTITY_KEY_MISMATCH = 114,
+    /// `file-exists`
+    MQSEAL_FILE_EXISTS = 115,
+    /// `identity-reserved-id`
+    MQSEAL_IDENTITY_RESERVED_ID = 116,
+    /// `key-permissions`
+    MQSEAL_KEY_PERMISSIONS = 117,
+    /// `key-not-a-file`
+    MQSEAL_KEY_NOT_A_FILE = 118,
+    /// `key-malformed`
+    MQSEAL_KEY_MALFORMED = 119,
+    /// `key-unsupported-alg`
+    MQSEAL_KEY_UNSUPPORTED_ALG = 120,
+    /// `key-wrong-kind`
+    MQSEAL_KEY_WRONG_KIND = 121,
+    /// `key-bad-public`
+    MQSEAL_KEY_BAD_PUBLIC = 122,
+    /// `key-non-contributory`
+    MQSEAL_KEY_NON_CONTRIBUTORY = 123,
     // control documents (policy and bundle updates)
     /// `doc-io`
     MQSEAL_DOC_IO = 200,
@@ -68,22 +104,22 @@ pub enum mqseal_result {
     MQSEAL_POLICY_NOT_NEWER = 212,
     /// `policy-io`
     MQSEAL_POLICY_IO = 213,
-    /// `policy-key-mismatch`
-    MQSEAL_POLICY_KEY_MISMATCH = 214,
     /// `bundle-syntax`
-    MQSEAL_BUNDLE_SYNTAX = 215,
+    MQSEAL_BUNDLE_SYNTAX = 214,
     /// `bundle-invalid`
-    MQSEAL_BUNDLE_INVALID = 216,
+    MQSEAL_BUNDLE_INVALID = 215,
     /// `bundle-wrong-device`
-    MQSEAL_BUNDLE_WRONG_DEVICE = 217,
+    MQSEAL_BUNDLE_WRONG_DEVICE = 216,
     /// `bundle-wrong-kx-key`
-    MQSEAL_BUNDLE_WRONG_KX_KEY = 218,
+    MQSEAL_BUNDLE_WRONG_KX_KEY = 217,
     /// `bundle-key-malformed`
-    MQSEAL_BUNDLE_KEY_MALFORMED = 219,
+    MQSEAL_BUNDLE_KEY_MALFORMED = 218,
     /// `bundle-key-unwrap`
-    MQSEAL_BUNDLE_KEY_UNWRAP = 220,
+    MQSEAL_BUNDLE_KEY_UNWRAP = 219,
     /// `bundle-wrap`
-    MQSEAL_BUNDLE_WRAP = 221,
+    MQSEAL_BUNDLE_WRAP = 220,
+    /// `policy-key-mismatch`
+    MQSEAL_POLICY_KEY_MISMATCH = 221,
     /// `bundle-not-newer`
     MQSEAL_BUNDLE_NOT_NEWER = 222,
     /// `bundle-behind-policy`
@@ -101,27 +137,39 @@ pub enum mqseal_result {
     MQSEAL_TOPIC_NONCHARACTER = 304,
     /// `topic-wildcard-in-name`
     MQSEAL_TOPIC_WILDCARD_IN_NAME = 305,
+    /// `filter-plus-not-whole-level`
+    MQSEAL_FILTER_PLUS_NOT_WHOLE_LEVEL = 306,
+    /// `filter-hash-not-whole-level`
+    MQSEAL_FILTER_HASH_NOT_WHOLE_LEVEL = 307,
+    /// `filter-hash-not-last`
+    MQSEAL_FILTER_HASH_NOT_LAST = 308,
+    /// `filter-too-deep`
+    MQSEAL_FILTER_TOO_DEEP = 309,
+    /// `share-without-filter`
+    MQSEAL_SHARE_WITHOUT_FILTER = 310,
+    /// `share-bad-name`
+    MQSEAL_SHARE_BAD_NAME = 311,
     // sealing and opening
     /// `not-protected`
     MQSEAL_NOT_PROTECTED = 400,
-    /// `not-a-publisher`
-    MQSEAL_NOT_A_PUBLISHER = 401,
-    /// `no-key`
-    MQSEAL_NO_KEY = 402,
-    /// `group-mismatch`
-    MQSEAL_GROUP_MISMATCH = 403,
+    /// `wrong-group`
+    MQSEAL_WRONG_GROUP = 401,
     /// `unknown-sender`
-    MQSEAL_UNKNOWN_SENDER = 404,
-    /// `epoch-previous-expired`
-    MQSEAL_EPOCH_PREVIOUS_EXPIRED = 405,
-    /// `epoch-too-old`
-    MQSEAL_EPOCH_TOO_OLD = 406,
-    /// `epoch-future`
-    MQSEAL_EPOCH_FUTURE = 407,
-    /// `replayed-seq`
-    MQSEAL_REPLAYED_SEQ = 408,
+    MQSEAL_UNKNOWN_SENDER = 402,
+    /// `not-a-publisher`
+    MQSEAL_NOT_A_PUBLISHER = 403,
+    /// `no-key`
+    MQSEAL_NO_KEY = 404,
+    /// `replay`
+    MQSEAL_REPLAY = 405,
     /// `replay-state`
-    MQSEAL_REPLAY_STATE = 409,
+    MQSEAL_REPLAY_STATE = 406,
+    /// `epoch-previous-expired`
+    MQSEAL_EPOCH_PREVIOUS_EXPIRED = 407,
+    /// `epoch-too-old`
+    MQSEAL_EPOCH_TOO_OLD = 408,
+    /// `epoch-future`
+    MQSEAL_EPOCH_FUTURE = 409,
     // the envelope
     /// `too-large`
     MQSEAL_TOO_LARGE = 500,
@@ -166,12 +214,30 @@ impl mqseal_result {
     pub const ALL_ERRORS: &'static [mqseal_result] = &[
         mqseal_result::MQSEAL_INVALID_ARGUMENT,
         mqseal_result::MQSEAL_INTERNAL_ERROR,
-        mqseal_result::MQSEAL_DEVICE_IO,
-        mqseal_result::MQSEAL_DEVICE_CORRUPT,
-        mqseal_result::MQSEAL_DEVICE_LOCKED,
+        mqseal_result::MQSEAL_FILE_IO,
+        mqseal_result::MQSEAL_OTHER_AUTHORITY,
         mqseal_result::MQSEAL_NOT_JOINED,
         mqseal_result::MQSEAL_NOT_IN_POLICY,
-        mqseal_result::MQSEAL_SEQUENCE_EXHAUSTED,
+        mqseal_result::MQSEAL_DEVICE_STATE_CORRUPT,
+        mqseal_result::MQSEAL_REPLAY_LOCKED,
+        mqseal_result::MQSEAL_SEQ_MISSING,
+        mqseal_result::MQSEAL_SEQ_CORRUPT,
+        mqseal_result::MQSEAL_SEQ_LOCKED,
+        mqseal_result::MQSEAL_SEQ_EXHAUSTED,
+        mqseal_result::MQSEAL_IDENTITY_MALFORMED,
+        mqseal_result::MQSEAL_NO_IDENTITY,
+        mqseal_result::MQSEAL_SEVERAL_IDENTITIES,
+        mqseal_result::MQSEAL_IDENTITY_ID_MISMATCH,
+        mqseal_result::MQSEAL_IDENTITY_KEY_MISMATCH,
+        mqseal_result::MQSEAL_FILE_EXISTS,
+        mqseal_result::MQSEAL_IDENTITY_RESERVED_ID,
+        mqseal_result::MQSEAL_KEY_PERMISSIONS,
+        mqseal_result::MQSEAL_KEY_NOT_A_FILE,
+        mqseal_result::MQSEAL_KEY_MALFORMED,
+        mqseal_result::MQSEAL_KEY_UNSUPPORTED_ALG,
+        mqseal_result::MQSEAL_KEY_WRONG_KIND,
+        mqseal_result::MQSEAL_KEY_BAD_PUBLIC,
+        mqseal_result::MQSEAL_KEY_NON_CONTRIBUTORY,
         mqseal_result::MQSEAL_DOC_IO,
         mqseal_result::MQSEAL_DOC_TOO_LARGE,
         mqseal_result::MQSEAL_DOC_MALFORMED,
@@ -186,7 +252,6 @@ impl mqseal_result {
         mqseal_result::MQSEAL_POLICY_INVALID,
         mqseal_result::MQSEAL_POLICY_NOT_NEWER,
         mqseal_result::MQSEAL_POLICY_IO,
-        mqseal_result::MQSEAL_POLICY_KEY_MISMATCH,
         mqseal_result::MQSEAL_BUNDLE_SYNTAX,
         mqseal_result::MQSEAL_BUNDLE_INVALID,
         mqseal_result::MQSEAL_BUNDLE_WRONG_DEVICE,
@@ -194,6 +259,7 @@ impl mqseal_result {
         mqseal_result::MQSEAL_BUNDLE_KEY_MALFORMED,
         mqseal_result::MQSEAL_BUNDLE_KEY_UNWRAP,
         mqseal_result::MQSEAL_BUNDLE_WRAP,
+        mqseal_result::MQSEAL_POLICY_KEY_MISMATCH,
         mqseal_result::MQSEAL_BUNDLE_NOT_NEWER,
         mqseal_result::MQSEAL_BUNDLE_BEHIND_POLICY,
         mqseal_result::MQSEAL_TOPIC_EMPTY,
@@ -202,16 +268,22 @@ impl mqseal_result {
         mqseal_result::MQSEAL_TOPIC_CONTROL_CHAR,
         mqseal_result::MQSEAL_TOPIC_NONCHARACTER,
         mqseal_result::MQSEAL_TOPIC_WILDCARD_IN_NAME,
+        mqseal_result::MQSEAL_FILTER_PLUS_NOT_WHOLE_LEVEL,
+        mqseal_result::MQSEAL_FILTER_HASH_NOT_WHOLE_LEVEL,
+        mqseal_result::MQSEAL_FILTER_HASH_NOT_LAST,
+        mqseal_result::MQSEAL_FILTER_TOO_DEEP,
+        mqseal_result::MQSEAL_SHARE_WITHOUT_FILTER,
+        mqseal_result::MQSEAL_SHARE_BAD_NAME,
         mqseal_result::MQSEAL_NOT_PROTECTED,
+        mqseal_result::MQSEAL_WRONG_GROUP,
+        mqseal_result::MQSEAL_UNKNOWN_SENDER,
         mqseal_result::MQSEAL_NOT_A_PUBLISHER,
         mqseal_result::MQSEAL_NO_KEY,
-        mqseal_result::MQSEAL_GROUP_MISMATCH,
-        mqseal_result::MQSEAL_UNKNOWN_SENDER,
+        mqseal_result::MQSEAL_REPLAY,
+        mqseal_result::MQSEAL_REPLAY_STATE,
         mqseal_result::MQSEAL_EPOCH_PREVIOUS_EXPIRED,
         mqseal_result::MQSEAL_EPOCH_TOO_OLD,
         mqseal_result::MQSEAL_EPOCH_FUTURE,
-        mqseal_result::MQSEAL_REPLAYED_SEQ,
-        mqseal_result::MQSEAL_REPLAY_STATE,
         mqseal_result::MQSEAL_TOO_LARGE,
         mqseal_result::MQSEAL_MALFORMED_CBOR,
         mqseal_result::MQSEAL_NON_DETERMINISTIC_CBOR,
@@ -238,12 +310,30 @@ impl mqseal_result {
             mqseal_result::MQSEAL_OK => "ok",
             mqseal_result::MQSEAL_INVALID_ARGUMENT => "invalid-argument",
             mqseal_result::MQSEAL_INTERNAL_ERROR => "internal-error",
-            mqseal_result::MQSEAL_DEVICE_IO => "device-io",
-            mqseal_result::MQSEAL_DEVICE_CORRUPT => "device-corrupt",
-            mqseal_result::MQSEAL_DEVICE_LOCKED => "device-locked",
+            mqseal_result::MQSEAL_FILE_IO => "file-io",
+            mqseal_result::MQSEAL_OTHER_AUTHORITY => "other-authority",
             mqseal_result::MQSEAL_NOT_JOINED => "not-joined",
             mqseal_result::MQSEAL_NOT_IN_POLICY => "not-in-policy",
-            mqseal_result::MQSEAL_SEQUENCE_EXHAUSTED => "sequence-exhausted",
+            mqseal_result::MQSEAL_DEVICE_STATE_CORRUPT => "device-state-corrupt",
+            mqseal_result::MQSEAL_REPLAY_LOCKED => "replay-locked",
+            mqseal_result::MQSEAL_SEQ_MISSING => "seq-missing",
+            mqseal_result::MQSEAL_SEQ_CORRUPT => "seq-corrupt",
+            mqseal_result::MQSEAL_SEQ_LOCKED => "seq-locked",
+            mqseal_result::MQSEAL_SEQ_EXHAUSTED => "seq-exhausted",
+            mqseal_result::MQSEAL_IDENTITY_MALFORMED => "identity-malformed",
+            mqseal_result::MQSEAL_NO_IDENTITY => "no-identity",
+            mqseal_result::MQSEAL_SEVERAL_IDENTITIES => "several-identities",
+            mqseal_result::MQSEAL_IDENTITY_ID_MISMATCH => "identity-id-mismatch",
+            mqseal_result::MQSEAL_IDENTITY_KEY_MISMATCH => "identity-key-mismatch",
+            mqseal_result::MQSEAL_FILE_EXISTS => "file-exists",
+            mqseal_result::MQSEAL_IDENTITY_RESERVED_ID => "identity-reserved-id",
+            mqseal_result::MQSEAL_KEY_PERMISSIONS => "key-permissions",
+            mqseal_result::MQSEAL_KEY_NOT_A_FILE => "key-not-a-file",
+            mqseal_result::MQSEAL_KEY_MALFORMED => "key-malformed",
+            mqseal_result::MQSEAL_KEY_UNSUPPORTED_ALG => "key-unsupported-alg",
+            mqseal_result::MQSEAL_KEY_WRONG_KIND => "key-wrong-kind",
+            mqseal_result::MQSEAL_KEY_BAD_PUBLIC => "key-bad-public",
+            mqseal_result::MQSEAL_KEY_NON_CONTRIBUTORY => "key-non-contributory",
             mqseal_result::MQSEAL_DOC_IO => "doc-io",
             mqseal_result::MQSEAL_DOC_TOO_LARGE => "doc-too-large",
             mqseal_result::MQSEAL_DOC_MALFORMED => "doc-malformed",
@@ -258,7 +348,6 @@ impl mqseal_result {
             mqseal_result::MQSEAL_POLICY_INVALID => "policy-invalid",
             mqseal_result::MQSEAL_POLICY_NOT_NEWER => "policy-not-newer",
             mqseal_result::MQSEAL_POLICY_IO => "policy-io",
-            mqseal_result::MQSEAL_POLICY_KEY_MISMATCH => "policy-key-mismatch",
             mqseal_result::MQSEAL_BUNDLE_SYNTAX => "bundle-syntax",
             mqseal_result::MQSEAL_BUNDLE_INVALID => "bundle-invalid",
             mqseal_result::MQSEAL_BUNDLE_WRONG_DEVICE => "bundle-wrong-device",
@@ -266,6 +355,7 @@ impl mqseal_result {
             mqseal_result::MQSEAL_BUNDLE_KEY_MALFORMED => "bundle-key-malformed",
             mqseal_result::MQSEAL_BUNDLE_KEY_UNWRAP => "bundle-key-unwrap",
             mqseal_result::MQSEAL_BUNDLE_WRAP => "bundle-wrap",
+            mqseal_result::MQSEAL_POLICY_KEY_MISMATCH => "policy-key-mismatch",
             mqseal_result::MQSEAL_BUNDLE_NOT_NEWER => "bundle-not-newer",
             mqseal_result::MQSEAL_BUNDLE_BEHIND_POLICY => "bundle-behind-policy",
             mqseal_result::MQSEAL_TOPIC_EMPTY => "topic-empty",
@@ -274,16 +364,22 @@ impl mqseal_result {
             mqseal_result::MQSEAL_TOPIC_CONTROL_CHAR => "topic-control-char",
             mqseal_result::MQSEAL_TOPIC_NONCHARACTER => "topic-noncharacter",
             mqseal_result::MQSEAL_TOPIC_WILDCARD_IN_NAME => "topic-wildcard-in-name",
+            mqseal_result::MQSEAL_FILTER_PLUS_NOT_WHOLE_LEVEL => "filter-plus-not-whole-level",
+            mqseal_result::MQSEAL_FILTER_HASH_NOT_WHOLE_LEVEL => "filter-hash-not-whole-level",
+            mqseal_result::MQSEAL_FILTER_HASH_NOT_LAST => "filter-hash-not-last",
+            mqseal_result::MQSEAL_FILTER_TOO_DEEP => "filter-too-deep",
+            mqseal_result::MQSEAL_SHARE_WITHOUT_FILTER => "share-without-filter",
+            mqseal_result::MQSEAL_SHARE_BAD_NAME => "share-bad-name",
             mqseal_result::MQSEAL_NOT_PROTECTED => "not-protected",
+            mqseal_result::MQSEAL_WRONG_GROUP => "wrong-group",
+            mqseal_result::MQSEAL_UNKNOWN_SENDER => "unknown-sender",
             mqseal_result::MQSEAL_NOT_A_PUBLISHER => "not-a-publisher",
             mqseal_result::MQSEAL_NO_KEY => "no-key",
-            mqseal_result::MQSEAL_GROUP_MISMATCH => "group-mismatch",
-            mqseal_result::MQSEAL_UNKNOWN_SENDER => "unknown-sender",
+            mqseal_result::MQSEAL_REPLAY => "replay",
+            mqseal_result::MQSEAL_REPLAY_STATE => "replay-state",
             mqseal_result::MQSEAL_EPOCH_PREVIOUS_EXPIRED => "epoch-previous-expired",
             mqseal_result::MQSEAL_EPOCH_TOO_OLD => "epoch-too-old",
             mqseal_result::MQSEAL_EPOCH_FUTURE => "epoch-future",
-            mqseal_result::MQSEAL_REPLAYED_SEQ => "replayed-seq",
-            mqseal_result::MQSEAL_REPLAY_STATE => "replay-state",
             mqseal_result::MQSEAL_TOO_LARGE => "too-large",
             mqseal_result::MQSEAL_MALFORMED_CBOR => "malformed-cbor",
             mqseal_result::MQSEAL_NON_DETERMINISTIC_CBOR => "non-deterministic-cbor",

@@ -2,6 +2,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use mqseal_core::decision::DenyReason;
 use mqseal_core::host::LogLevel;
 
 use crate::log::log;
@@ -20,7 +21,7 @@ pub fn guard(what: &str, fail_closed: i32, body: impl FnOnce() -> i32) -> i32 {
                 .unwrap_or_else(|| "unknown panic".to_string());
             // Logging itself must not panic out of here either.
             let _ = catch_unwind(|| {
-                log(LogLevel::Error, &format!("internal error in {what} ({detail}); failing closed"))
+                log(LogLevel::Error, &format!("internal error in {what} ({detail}); failing closed [{}]", DenyReason::INTERNAL_ERROR))
             });
             fail_closed
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::EncodePublicKey;
 use ed25519_dalek::SigningKey;
 use pkcs8::der::pem::LineEnding;
 use serde_json::json;
@@ -19,6 +19,8 @@ use super::hashing::{origin_hash, to_hex, Hash};
 use super::merkle::{consistency_proof, inclusion_proof, leaf_hash, CompactRange};
 use super::record::encode_record;
 use super::timestamp::{TimestampFormatter, UnixMillis};
+use crate::decision::DenyReason;
+use crate::reasons;
 
 pub(crate) const ORIGIN: &str = "example.org/mqseal-audit";
 
@@ -64,17 +66,17 @@ pub(crate) fn build() -> VectorFiles {
         Box::new(AuditEvent::PublishDenied {
             client: "sensor-7".into(),
             topic: "fleet/dev-7/telemetry".into(),
-            reason: "replayed-seq".into(),
+            reason: DenyReason::REPLAY.as_str().into(),
             sender: Some("dev-7".into()),
             group: Some("fleet".into()),
             epoch: Some(3),
             seq: Some(41),
             envelope_sha256: Some(h("envelope 41")),
         }),
-        Box::new(AuditEvent::SubscribeDenied { client: "intruder".into(), filter: "fleet/#".into(), reason: "not-a-member".into() }),
-        Box::new(AuditEvent::ClientKicked { client: "intruder".into(), reason: "flood".into() }),
+        Box::new(AuditEvent::SubscribeDenied { client: "intruder".into(), filter: "fleet/#".into(), reason: DenyReason::NOT_A_READER.as_str().into() }),
+        Box::new(AuditEvent::ClientKicked { client: "intruder".into(), reason: reasons::FLOOD.into() }),
         Box::new(AuditEvent::EpochFirstSeen { group: "fleet".into(), epoch: 4 }),
-        Box::new(AuditEvent::PluginStop { reason: "shutdown".into() }),
+        Box::new(AuditEvent::PluginStop { reason: reasons::SHUTDOWN.into() }),
         Box::new(LogEvent::Closed { refused: 0, lost: 0 }),
     ];
     // Sealed as the writer seals with checkpoint_every 4: the empty tree first,
@@ -130,7 +132,10 @@ pub(crate) fn build() -> VectorFiles {
         "checkpoint_body": latest.body(),
         "checkpoint_note": latest_note,
     });
-    let private_pem = key.to_pkcs8_pem(LineEnding::LF).map(|p| p.to_string()).unwrap_or_default();
+    // PKCS#8 v1 (no embedded public key), as `mqseal keygen` writes keys: the
+    // form OpenSSL 3.0 and pyca/cryptography read.
+    let private_pem =
+        crate::keys::SigningKey::Ed25519(key.clone()).to_pkcs8_pem().map(|p| p.to_string()).unwrap_or_default();
     let public_pem = key.verifying_key().to_public_key_pem(LineEnding::LF).unwrap_or_default();
     let json_text = serde_json::to_string_pretty(&values).unwrap_or_default() + "\n";
     VectorFiles {

@@ -21,7 +21,7 @@ mod error;
 
 use std::path::{Path, PathBuf};
 
-pub use error::{DeviceError, DEVICE_REASONS};
+pub use error::{device_reasons, DeviceError};
 
 use crate::device_store::{DeviceStore, JoinReport, Opened, Receiver, Sealed, Sealer};
 use crate::envelope::AeadAlg;

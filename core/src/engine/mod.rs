@@ -548,7 +548,7 @@ impl Engine {
             // A bridge has no device login: the envelope's own sender must be a device.
             (None, PublishPath::MessageEvent) => match self.policy.device_by_id(header.sender) {
                 Some(sender) => sender,
-                None => return self.deny_with_header(client, topic, DenyReason::NOT_A_DEVICE, header, payload),
+                None => return self.deny_with_header(client, topic, DenyReason::UNKNOWN_SENDER, header, payload),
             },
         };
         if self.policy.group(group).id != header.group {
@@ -664,7 +664,7 @@ impl Engine {
         });
         if self.flood.record_bad(client.id, Instant::now()) {
             let why = format!("more than {} bad publishes within {:?}", self.config.flood_limit, self.config.flood_window);
-            self.kick(Kick::ClientId(client.id.to_string()), client.id, &why, "flood");
+            self.kick(Kick::ClientId(client.id.to_string()), client.id, &why, crate::reasons::FLOOD);
         }
     }
 
@@ -871,7 +871,7 @@ impl Engine {
         for revocation in revoked {
             let why = revocation.reasons.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; ");
             let label = format!("username {} (device {})", revocation.username, revocation.device_id);
-            let reason = revocation.reasons.first().map(|r| r.reason()).unwrap_or("revoked");
+            let reason = revocation.reasons.first().map(|r| r.reason()).unwrap_or(crate::reasons::REVOKED);
             self.kick(Kick::Username(revocation.username.clone()), &label, &why, reason);
         }
     }
@@ -925,7 +925,7 @@ impl Engine {
         for thread in self.retiring.drain(..) {
             let _ = thread.join();
         }
-        self.record(AuditEvent::PluginStop { reason: "shutdown".into() });
+        self.record(AuditEvent::PluginStop { reason: crate::reasons::SHUTDOWN.into() });
         let Some(audit) = self.audit.take() else { return };
         let report = audit.shutdown();
         for problem in &report.problems {
