@@ -273,6 +273,8 @@ mqseal_result mqseal_device_load(const char *dir, mqseal_device **out);
 
 // Frees a handle and releases its locks. NULL is ignored.
 //
+// Threads: not while another call uses this handle (or after it is freed).
+//
 // # Safety
 // `device` must be NULL or a handle from mqseal_device_load, not yet freed
 // and not in use by another call.
@@ -280,12 +282,16 @@ void mqseal_device_free(mqseal_device *device);
 
 // The device's id (text) into `*out` (free with mqseal_bytes_free).
 //
+// Threads: not while another call uses this handle.
+//
 // # Safety
 // `device` a live handle; `out` valid for a write.
 mqseal_result mqseal_device_id(mqseal_device *device, mqseal_bytes *out);
 
 // The MQTT username the device logs in with (from the policy in force) into
 // `*out` (free with mqseal_bytes_free).
+//
+// Threads: not while another call uses this handle.
 //
 // # Safety
 // `device` a live handle; `out` valid for a write.
@@ -296,6 +302,8 @@ mqseal_result mqseal_device_username(mqseal_device *device, mqseal_bytes *out);
 // for a few minutes, from this device logging in with this client id and
 // the username of mqseal_device_username. Make a new one for every
 // connection attempt, reconnects included.
+//
+// Threads: not while another call uses this handle.
 //
 // # Safety
 // `device` a live handle; `client_id` NUL-terminated; `out` valid for a write.
@@ -312,6 +320,8 @@ size_t mqseal_control_topic_count(void);
 // pass every message on them to mqseal_device_apply_control. Past the last:
 // MQSEAL_INVALID_ARGUMENT.
 //
+// Threads: not while another call uses this handle.
+//
 // # Safety
 // `device` a live handle; `out` valid for a write.
 mqseal_result mqseal_device_control_topic(mqseal_device *device, size_t index, mqseal_bytes *out);
@@ -319,11 +329,15 @@ mqseal_result mqseal_device_control_topic(mqseal_device *device, size_t index, m
 // Whether `topic` belongs to a group (its messages are sealed envelopes);
 // false for an unprotected topic, a NULL or non-UTF-8 topic, or a NULL handle.
 //
+// Threads: not while another call uses this handle.
+//
 // # Safety
 // `device` a live handle; `topic` NUL-terminated.
 bool mqseal_device_is_protected(mqseal_device *device, const char *topic);
 
 // The version of the policy in force (0 for a NULL handle).
+//
+// Threads: not while another call uses this handle.
 //
 // # Safety
 // `device` a live handle or NULL.
@@ -331,12 +345,16 @@ uint64_t mqseal_device_policy_version(mqseal_device *device);
 
 // The version of the key bundle in force (0 for a NULL handle).
 //
+// Threads: not while another call uses this handle.
+//
 // # Safety
 // `device` a live handle or NULL.
 uint64_t mqseal_device_bundle_version(mqseal_device *device);
 
 // The current key epoch of `group` in the policy in force into `*epoch`;
 // MQSEAL_INVALID_ARGUMENT when the policy has no such group.
+//
+// Threads: not while another call uses this handle.
 //
 // # Safety
 // `device` a live handle; `group` NUL-terminated; `epoch` valid for a write.
@@ -348,6 +366,8 @@ mqseal_result mqseal_device_group_epoch(mqseal_device *device, const char *group
 // (free with mqseal_bytes_free); publish it on exactly that topic. Fails with
 // MQSEAL_NOT_PROTECTED for a topic no group owns (publish that as it is) and
 // MQSEAL_NOT_A_PUBLISHER where the device's role does not allow it.
+//
+// Threads: not while another call uses this handle.
 //
 // # Safety
 // `device` a live handle; `topic` NUL-terminated; `plaintext` valid for `len`
@@ -364,6 +384,8 @@ mqseal_result mqseal_device_seal(mqseal_device *device,
 // mqseal_message_free) and its sequence number is recorded, so a replay is
 // refused from then on. Otherwise the result names the reason
 // (MQSEAL_BAD_SIGNATURE, MQSEAL_REPLAY, ...) and `*out` is zeroed.
+//
+// Threads: not while another call uses this handle.
 //
 // # Safety
 // `device` a live handle; `topic` NUL-terminated; `payload` valid for `len`
@@ -387,6 +409,8 @@ void mqseal_message_free(mqseal_message *message);
 // what happened; MQSEAL_CONTROL_NOT_CONTROL means an ordinary message. A
 // refused document gives its reason (MQSEAL_DOC_BAD_SIGNATURE, ...) and leaves
 // what was in force.
+//
+// Threads: not while another call uses this handle.
 //
 // # Safety
 // `device` a live handle; `topic` NUL-terminated; `payload` valid for `len`

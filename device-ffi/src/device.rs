@@ -124,6 +124,8 @@ pub unsafe extern "C" fn mqseal_device_load(dir: *const c_char, out: *mut *mut m
 
 /// Frees a handle and releases its locks. NULL is ignored.
 ///
+/// Threads: not while another call uses this handle (or after it is freed).
+///
 /// # Safety
 /// `device` must be NULL or a handle from mqseal_device_load, not yet freed
 /// and not in use by another call.
@@ -138,6 +140,8 @@ pub unsafe extern "C" fn mqseal_device_free(device: *mut mqseal_device) {
 }
 
 /// The device's id (text) into `*out` (free with mqseal_bytes_free).
+///
+/// Threads: not while another call uses this handle.
 ///
 /// # Safety
 /// `device` a live handle; `out` valid for a write.
@@ -154,6 +158,8 @@ pub unsafe extern "C" fn mqseal_device_id(device: *mut mqseal_device, out: *mut 
 
 /// The MQTT username the device logs in with (from the policy in force) into
 /// `*out` (free with mqseal_bytes_free).
+///
+/// Threads: not while another call uses this handle.
 ///
 /// # Safety
 /// `device` a live handle; `out` valid for a write.
@@ -173,6 +179,8 @@ pub unsafe extern "C" fn mqseal_device_username(device: *mut mqseal_device, out:
 /// for a few minutes, from this device logging in with this client id and
 /// the username of mqseal_device_username. Make a new one for every
 /// connection attempt, reconnects included.
+///
+/// Threads: not while another call uses this handle.
 ///
 /// # Safety
 /// `device` a live handle; `client_id` NUL-terminated; `out` valid for a write.
@@ -203,6 +211,8 @@ pub extern "C" fn mqseal_control_topic_count() -> usize {
 /// pass every message on them to mqseal_device_apply_control. Past the last:
 /// MQSEAL_INVALID_ARGUMENT.
 ///
+/// Threads: not while another call uses this handle.
+///
 /// # Safety
 /// `device` a live handle; `out` valid for a write.
 #[no_mangle]
@@ -226,6 +236,8 @@ pub unsafe extern "C" fn mqseal_device_control_topic(
 /// Whether `topic` belongs to a group (its messages are sealed envelopes);
 /// false for an unprotected topic, a NULL or non-UTF-8 topic, or a NULL handle.
 ///
+/// Threads: not while another call uses this handle.
+///
 /// # Safety
 /// `device` a live handle; `topic` NUL-terminated.
 #[no_mangle]
@@ -241,6 +253,8 @@ pub unsafe extern "C" fn mqseal_device_is_protected(device: *mut mqseal_device, 
 
 /// The version of the policy in force (0 for a NULL handle).
 ///
+/// Threads: not while another call uses this handle.
+///
 /// # Safety
 /// `device` a live handle or NULL.
 #[no_mangle]
@@ -250,6 +264,8 @@ pub unsafe extern "C" fn mqseal_device_policy_version(device: *mut mqseal_device
 }
 
 /// The version of the key bundle in force (0 for a NULL handle).
+///
+/// Threads: not while another call uses this handle.
 ///
 /// # Safety
 /// `device` a live handle or NULL.
@@ -261,6 +277,8 @@ pub unsafe extern "C" fn mqseal_device_bundle_version(device: *mut mqseal_device
 
 /// The current key epoch of `group` in the policy in force into `*epoch`;
 /// MQSEAL_INVALID_ARGUMENT when the policy has no such group.
+///
+/// Threads: not while another call uses this handle.
 ///
 /// # Safety
 /// `device` a live handle; `group` NUL-terminated; `epoch` valid for a write.
@@ -290,6 +308,8 @@ pub unsafe extern "C" fn mqseal_device_group_epoch(
 /// (free with mqseal_bytes_free); publish it on exactly that topic. Fails with
 /// MQSEAL_NOT_PROTECTED for a topic no group owns (publish that as it is) and
 /// MQSEAL_NOT_A_PUBLISHER where the device's role does not allow it.
+///
+/// Threads: not while another call uses this handle.
 ///
 /// # Safety
 /// `device` a live handle; `topic` NUL-terminated; `plaintext` valid for `len`
@@ -321,6 +341,8 @@ pub unsafe extern "C" fn mqseal_device_seal(
 /// mqseal_message_free) and its sequence number is recorded, so a replay is
 /// refused from then on. Otherwise the result names the reason
 /// (MQSEAL_BAD_SIGNATURE, MQSEAL_REPLAY, ...) and `*out` is zeroed.
+///
+/// Threads: not while another call uses this handle.
 ///
 /// # Safety
 /// `device` a live handle; `topic` NUL-terminated; `payload` valid for `len`
@@ -394,6 +416,8 @@ pub unsafe extern "C" fn mqseal_message_free(message: *mut mqseal_message) {
 /// what happened; MQSEAL_CONTROL_NOT_CONTROL means an ordinary message. A
 /// refused document gives its reason (MQSEAL_DOC_BAD_SIGNATURE, ...) and leaves
 /// what was in force.
+///
+/// Threads: not while another call uses this handle.
 ///
 /// # Safety
 /// `device` a live handle; `topic` NUL-terminated; `payload` valid for `len`
