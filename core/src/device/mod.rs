@@ -143,8 +143,25 @@ impl Device {
     /// device joined with and, if newer, applied (later seals and opens use
     /// it). Err: the document was refused; what was in force stays.
     pub fn apply_control(&mut self, topic: &str, payload: &[u8]) -> Result<ControlOutcome, DeviceError> {
+        match self.sync.stash(topic, payload) {
+            None => Ok(ControlOutcome::NotControl),
+            Some(false) => Ok(ControlOutcome::Unchanged(None)),
+            Some(true) => self.apply_received(),
+        }
+    }
+
+    /// Keeps a control message to apply later with others
+    /// ([`Device::apply_received`]): on connect the retained policy and
+    /// bundle arrive back to back and are best applied together. False: not
+    /// a control topic of this device (an ordinary message).
+    pub fn receive_control(&mut self, topic: &str, payload: &[u8]) -> bool {
+        self.sync.stash(topic, payload).is_some()
+    }
+
+    /// Applies the control documents kept by [`Device::receive_control`].
+    pub fn apply_received(&mut self) -> Result<ControlOutcome, DeviceError> {
         let current = (self.policy_version(), self.bundle_version());
-        match self.sync.on_message(topic, payload, current) {
+        match self.sync.apply(current) {
             SyncOutcome::NotControl => Ok(ControlOutcome::NotControl),
             SyncOutcome::Held(note) => Ok(ControlOutcome::Unchanged(note)),
             SyncOutcome::Refused(error) => Err(error.into()),
@@ -153,6 +170,22 @@ impl Device {
                 Ok(ControlOutcome::Updated(report))
             }
         }
+    }
+
+    /// The policy and keys in force (for questions this type does not answer).
+    pub fn store(&self) -> &DeviceStore {
+        &self.store
+    }
+
+    /// Takes the sequence counter's lock now rather than at the first seal,
+    /// so that a program fails at its start if another one seals as this device.
+    pub fn prepare_sealing(&mut self) -> Result<(), DeviceError> {
+        self.sealer().map(|_| ())
+    }
+
+    /// Takes the replay state's lock now rather than at the first open.
+    pub fn prepare_opening(&mut self) -> Result<(), DeviceError> {
+        self.receiver().map(|_| ())
     }
 
     /// Re-reads policy and keys from the device directory (after an update).
