@@ -353,6 +353,21 @@ impl SigningKey {
     }
 }
 
+/// Decodes an Ed25519 public key strictly (docs/ENVELOPE.md §3.2.1): the 32
+/// bytes must decode to a curve point, be that point's canonical encoding
+/// (y < p; ed25519-dalek alone would accept y ≥ p and reduce it) and the point
+/// must not be of small order.
+pub(crate) fn ed25519_public_from_raw(raw: &[u8; 32]) -> Result<ed25519_dalek::VerifyingKey, &'static str> {
+    let key = ed25519_dalek::VerifyingKey::from_bytes(raw).map_err(|_| "not a curve point")?;
+    if key.to_edwards().compress().as_bytes() != raw {
+        return Err("not the canonical encoding of its curve point");
+    }
+    if key.is_weak() {
+        return Err("small-order (weak) key");
+    }
+    Ok(key)
+}
+
 /// A public signing key.
 #[derive(Clone, PartialEq, Eq)]
 pub enum VerifyingKey {
@@ -385,11 +400,7 @@ impl VerifyingKey {
             SignAlg::Ed25519 => {
                 let mut raw = [0u8; 32];
                 raw.copy_from_slice(bytes);
-                let key = ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|_| bad("not a curve point".into()))?;
-                if key.is_weak() {
-                    return Err(bad("small-order (weak) key".into()));
-                }
-                Ok(VerifyingKey::Ed25519(key))
+                ed25519_public_from_raw(&raw).map(VerifyingKey::Ed25519).map_err(|detail| bad(detail.into()))
             }
             SignAlg::P256 => {
                 if bytes[0] != 0x04 {

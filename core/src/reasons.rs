@@ -126,7 +126,7 @@ pub const FAMILIES: &[(&str, &[&str])] = &[
             "doc-serialize",
         ],
     ),
-    ("PolicyError", &["policy-syntax", "policy-invalid", "policy-not-newer", "policy-io"]),
+    ("PolicyError", &["policy-syntax", "policy-invalid", "policy-not-newer"]),
     (
         "BundleError",
         &[

@@ -96,13 +96,10 @@ impl std::fmt::Debug for AuthorityPublicKey {
 }
 
 impl AuthorityPublicKey {
-    /// From the raw 32 bytes; refuses points off the curve and weak (small-order) keys.
+    /// From the raw 32 bytes; refuses points off the curve, non-canonical encodings and weak (small-order) keys.
     pub fn from_raw(bytes: &[u8]) -> Result<Self, String> {
         let raw: [u8; 32] = bytes.try_into().map_err(|_| format!("{} bytes, expected 32", bytes.len()))?;
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|_| "not an Ed25519 curve point".to_string())?;
-        if key.is_weak() {
-            return Err("small-order (weak) Ed25519 key".into());
-        }
+        let key = crate::keys::ed25519_public_from_raw(&raw).map_err(|detail| format!("Ed25519 key: {detail}"))?;
         Ok(AuthorityPublicKey(key))
     }
 

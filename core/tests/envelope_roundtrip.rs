@@ -271,6 +271,20 @@ fn strict_decoding_corner_cases() {
         ("encrypt0 alg twice", enc_header(V::M(vec![(V::N(1), V::N(3)), (V::N(1), V::N(3))])), "duplicate-header"),
         ("encrypt0 extra label", enc_header(V::M(vec![(V::N(1), V::N(3)), (V::N(5), V::B(vec![0; 12]))])), "unknown-header"),
         ("encrypt0 alg non-shortest", enc_header(V::M(vec![(V::N(1), V::Raw(vec![0x18, 0x03]))])), "non-deterministic-cbor"),
+        ("label not utf-8", with_entries(&|e| e.push((V::Raw(vec![0x61, 0xff]), V::U(0)))), "invalid-utf8"),
+        ("alg text not utf-8", with_entries(&|e| e[0].1 = V::Raw(vec![0x62, 0xc3, 0x28])), "invalid-utf8"),
+        ("crit text not utf-8", with_entries(&|e| e[1].1 = V::A(vec![V::Raw(vec![0x61, 0x80])])), "invalid-utf8"),
+        ("kid bytes not utf-8 stay bad-header", with_entries(&|e| e[2].1 = V::B(vec![0xc3, 0x28])), "bad-header"),
+        ("group is true", with_entries(&|e| e[3].1 = V::Raw(vec![0xf5])), "unexpected-simple-value"),
+        ("seq is a double", with_entries(&|e| e[5].1 = V::Raw(vec![0xfb, 0x40, 0x45, 0, 0, 0, 0, 0, 0])), "unexpected-float"),
+        ("timestamp is tagged (epoch time)", with_entries(&|e| e[6].1 = V::Tag(1, Box::new(V::U(TIMESTAMP_MS)))), "unexpected-tag"),
+        ("label is tagged", with_entries(&|e| e.push((V::Tag(1, Box::new(V::N(5))), V::U(0)))), "unexpected-tag"),
+        ("encrypt0 alg is null", enc_header(V::M(vec![(V::N(1), V::Raw(vec![0xf6]))])), "unexpected-simple-value"),
+        ("encrypt0 ciphertext tagged", {
+            let mut b = Builder::new(-19, AeadAlg::A256Gcm);
+            b.encrypt0_override = Some(V::A(vec![V::B(vec![0xa1, 0x01, 0x03]), V::M(vec![]), V::Tag(2, Box::new(V::B(vec![0; 16])))]));
+            b.build(&ed, &gk)
+        }, "unexpected-tag"),
         ("encrypt0 as 4-array", {
             let mut b = Builder::new(-19, AeadAlg::A256Gcm);
             b.encrypt0_override = Some(V::A(vec![V::B(vec![0xa1, 0x01, 0x03]), V::M(vec![]), V::B(vec![0; 16]), V::B(vec![])]));
@@ -282,11 +296,17 @@ fn strict_decoding_corner_cases() {
         assert_eq!(got, want, "{name}");
     }
     // Hostile lengths and counts fail fast, without allocation or panics.
-    let hostile: [(&[u8], &str); 6] = [
+    let hostile: [(&[u8], &str); 10] = [
         (&[0xd2, 0x84, 0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], "malformed-cbor"),
         (&[0xd2, 0x84, 0x41, 0xbb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xa0, 0x40, 0x40], "malformed-cbor"),
         (&[0xd2, 0x84, 0x40, 0xa0, 0x40, 0x40], "missing-header"),
-        (&[0xd2, 0xd2, 0x84], "not-sign1"),
+        // Tag 18 twice: the only tag allowed is the first item's.
+        (&[0xd2, 0xd2, 0x84], "unexpected-tag"),
+        // Major type 7 is refused wherever it stands, the first item included.
+        (&[0xf6], "unexpected-simple-value"),
+        (&[0xfb, 0, 0], "unexpected-float"),
+        (&[0xd2, 0xf5], "unexpected-simple-value"),
+        (&[0xd2, 0x84, 0xc0], "unexpected-tag"),
         (&[], "malformed-cbor"),
         (&[0xd2, 0x85], "not-sign1"),
     ];

@@ -85,6 +85,15 @@ struct Neg {
     group_key: &'static str,
     stage: &'static str,
     reason: &'static str,
+    /// For vectors with several defects: each defect with the token it alone
+    /// would give; `reason` is the one the order of checks (docs/ENVELOPE.md §6.2) reports.
+    defects: Vec<&'static str>,
+}
+
+impl Neg {
+    fn with_defects(self, defects: &[&'static str]) -> Neg {
+        Neg { defects: defects.to_vec(), ..self }
+    }
 }
 
 fn negatives() -> Vec<Neg> {
@@ -114,6 +123,7 @@ fn negatives() -> Vec<Neg> {
         group_key: GROUP_KEY,
         stage,
         reason,
+        defects: vec![],
     };
     assert_eq!(b().build(&ed, &gk), base, "the test builder reproduces seal()");
 
@@ -208,7 +218,12 @@ fn negatives() -> Vec<Neg> {
             }),
             "parse",
             "unknown-critical-header",
-        ),
+        )
+        .with_defects(&[
+            "crit lists -65541, a label this implementation does not understand (unknown-critical-header)",
+            "crit is not exactly [-65537, -65538, -65539, -65540] (bad-header)",
+            "the map holds label -65541, not defined for COSE_Sign1 (unknown-header)",
+        ]),
         neg(
             "unknown-header",
             "an extra header -65541: 0 not listed in crit (re-signed)",
@@ -246,6 +261,129 @@ fn negatives() -> Vec<Neg> {
             "parse",
             "bad-header",
         ),
+        neg(
+            "float-epoch",
+            "epoch 3 as the half-precision float 3.0, f9 4200 (re-signed)",
+            with_entries(&|e| e[4].1 = V::Raw(vec![0xf9, 0x42, 0x00])),
+            "parse",
+            "unexpected-float",
+        ),
+        neg(
+            "null-timestamp",
+            "the timestamp is null, f6 (re-signed)",
+            with_entries(&|e| e[6].1 = V::Raw(vec![0xf6])),
+            "parse",
+            "unexpected-simple-value",
+        ),
+        neg(
+            "tagged-epoch",
+            "epoch 3 as the bignum 2(h'03'), c2 4103 (re-signed)",
+            with_entries(&|e| e[4].1 = V::Raw(vec![0xc2, 0x41, 0x03])),
+            "parse",
+            "unexpected-tag",
+        ),
+        neg(
+            "invalid-utf8-group",
+            "the group text string holds 73 65 6e ff 6f 72 73, not UTF-8 (re-signed)",
+            with_entries(&|e| e[3].1 = V::Raw(vec![0x67, 0x73, 0x65, 0x6e, 0xff, 0x6f, 0x72, 0x73])),
+            "parse",
+            "invalid-utf8",
+        )
+        .with_defects(&["the group is not UTF-8 (invalid-utf8)", "the group is not a valid group id (bad-header)"]),
+        // Several defects: the order of checks decides (docs/ENVELOPE.md §6.2).
+        Neg {
+            max_len: 100,
+            ..neg("order-size-first", "the base envelope without its last byte", base[..base.len() - 1].to_vec(), "parse", "too-large")
+                .with_defects(&["longer than max_len (too-large)", "truncated (malformed-cbor)"])
+        },
+        neg(
+            "order-outer-before-headers",
+            "seq 0 (re-signed), then a byte 0x00 after the envelope",
+            [&with_entries(&|e| e[5].1 = V::U(0))[..], &[0x00]].concat(),
+            "parse",
+            "trailing-bytes",
+        )
+        .with_defects(&["a byte after the envelope (trailing-bytes)", "seq 0 (bad-header)"]),
+        neg(
+            "order-reader-before-position",
+            "the Sign1 unprotected header is the float 0.0, f9 0000, instead of a map",
+            built(&|bl| bl.sign1_unprotected = V::Raw(vec![0xf9, 0x00, 0x00])),
+            "parse",
+            "unexpected-float",
+        )
+        .with_defects(&["a float (unexpected-float)", "the unprotected header is not a map (not-sign1)"]),
+        neg(
+            "order-sign1-header-before-encrypt0",
+            "seq 0 and Encrypt0 alg 1 (A128GCM) (re-signed)",
+            built(&|bl| {
+                let mut entries = sign1_entries(-19, SENDER);
+                entries[5].1 = V::U(0);
+                bl.sign1_protected = V::M(entries);
+                bl.encrypt0_protected = V::M(vec![(V::N(1), V::N(1))]);
+            }),
+            "parse",
+            "bad-header",
+        )
+        .with_defects(&["seq 0 (bad-header)", "Encrypt0 alg 1 (unsupported-alg)"]),
+        neg(
+            "order-encrypt0-structure-before-its-header",
+            "the Encrypt0 unprotected header is {5: 12 zero bytes} and its alg is 1 (A128GCM) (re-signed)",
+            built(&|bl| {
+                bl.encrypt0_unprotected = V::M(vec![(V::N(5), V::B(vec![0; 12]))]);
+                bl.encrypt0_protected = V::M(vec![(V::N(1), V::N(1))]);
+            }),
+            "parse",
+            "unprotected-not-empty",
+        )
+        .with_defects(&["Encrypt0 unprotected header not empty (unprotected-not-empty)", "Encrypt0 alg 1 (unsupported-alg)"]),
+        neg(
+            "order-entries-in-map-order",
+            "an extra header 3: 0 (between crit and kid) and seq 0 (re-signed)",
+            with_entries(&|e| {
+                e[5].1 = V::U(0);
+                e.insert(2, (V::N(3), V::U(0)));
+            }),
+            "parse",
+            "unknown-header",
+        )
+        .with_defects(&["label 3 is not defined for COSE_Sign1 (unknown-header)", "seq 0 (bad-header)"]),
+        neg(
+            "order-unsorted-before-unknown",
+            "an extra header 3: 0 placed after kid (4) (re-signed)",
+            with_entries(&|e| e.insert(3, (V::N(3), V::U(0)))),
+            "parse",
+            "non-deterministic-cbor",
+        )
+        .with_defects(&["keys out of order (non-deterministic-cbor)", "label 3 is not defined for COSE_Sign1 (unknown-header)"]),
+        neg(
+            "order-duplicate-before-unsorted",
+            "the epoch entry again after seq (map of 8) (re-signed)",
+            with_entries(&|e| e.insert(6, (V::N(-65538), V::U(EPOCH)))),
+            "parse",
+            "duplicate-header",
+        )
+        .with_defects(&["epoch twice (duplicate-header)", "keys out of order (non-deterministic-cbor)"]),
+        neg(
+            "order-type-before-content",
+            "kid as a text string holding 31 31 ff 31, not UTF-8 (re-signed)",
+            with_entries(&|e| e[2].1 = V::Raw(vec![0x64, 0x31, 0x31, 0xff, 0x31])),
+            "parse",
+            "bad-header",
+        )
+        .with_defects(&["kid is not a byte string (bad-header)", "a text string that is not UTF-8 (invalid-utf8)"]),
+        neg(
+            "order-parse-before-verify",
+            "seq 0, not re-signed: the signature does not verify either",
+            {
+                let mut env = with_entries(&|e| e[5].1 = V::U(0));
+                let last = env.len() - 1;
+                env[last] ^= 0x01;
+                env
+            },
+            "parse",
+            "bad-header",
+        )
+        .with_defects(&["seq 0 (bad-header)", "the signature does not verify (bad-signature)"]),
     ];
     let mut flipped = base.clone();
     let last = flipped.len() - 1;
@@ -263,13 +401,16 @@ fn negatives() -> Vec<Neg> {
         "verify",
         "bad-signature",
     ));
-    v.push(neg(
-        "key-alg-mismatch",
-        "the ESP256 vector envelope verified with 1111's Ed25519 key",
-        seal_base(&p256_key(), AeadAlg::A256Gcm, &gk),
-        "verify",
-        "key-alg-mismatch",
-    ));
+    v.push(
+        neg(
+            "key-alg-mismatch",
+            "the ESP256 vector envelope verified with 1111's Ed25519 key",
+            seal_base(&p256_key(), AeadAlg::A256Gcm, &gk),
+            "verify",
+            "key-alg-mismatch",
+        )
+        .with_defects(&["alg ESP256 but an Ed25519 key (key-alg-mismatch)", "the signature is not the key's (bad-signature)"]),
+    );
     v.push(Neg {
         group_key: GROUP_KEY_OTHER,
         ..neg("wrong-epoch-key", "the base envelope decrypted with another epoch's group key", base.clone(), "decrypt", "decrypt-failed")
@@ -338,7 +479,7 @@ fn generate() -> Value {
     let neg: Vec<Value> = negatives()
         .into_iter()
         .map(|n| {
-            json!({
+            let mut v = json!({
                 "name": n.name,
                 "description": n.description,
                 "envelope": hex(&n.envelope),
@@ -349,13 +490,17 @@ fn generate() -> Value {
                 "group_key": n.group_key,
                 "stage": n.stage,
                 "reason": n.reason,
-            })
+            });
+            if !n.defects.is_empty() {
+                v["defects"] = json!(n.defects);
+            }
+            v
         })
         .collect();
     json!({
         "format": "mqseal-envelope-vectors-v1",
         "spec": "docs/ENVELOPE.md",
-        "note": "All byte strings are lowercase hex. Negative vectors: parse with max_len, then verify with sign_public on topic, then decrypt with group_key; the first failing stage must be `stage` with reason `reason`.",
+        "note": "All byte strings are lowercase hex. Negative vectors: parse with max_len, then verify with sign_public on topic, then decrypt with group_key; the first failing stage must be `stage` with reason `reason`. A vector with `defects` has several; the order of checks of docs/ENVELOPE.md §6.2 makes `reason` the one reported.",
         "positive": pos,
         "negative": neg,
     })

@@ -134,6 +134,32 @@ fn the_registry_lists_every_token_of_the_code_once_and_nothing_else() {
     );
 }
 
+/// The binding-only tokens: the first cell of each row between `bindings:begin` and `bindings:end`.
+fn binding_rows() -> Vec<String> {
+    let doc = std::fs::read_to_string(repo().join("docs/REASONS.md")).expect("docs/REASONS.md");
+    let begin = doc.find("<!-- bindings:begin -->").expect("bindings:begin marker in docs/REASONS.md");
+    let end = doc.find("<!-- bindings:end -->").expect("bindings:end marker in docs/REASONS.md");
+    doc[begin..end]
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .map(|rest| rest.split('`').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn binding_tokens_are_well_formed_and_not_produced_by_core() {
+    let rows = binding_rows();
+    assert!(!rows.is_empty());
+    let all = reasons::all();
+    let registry: BTreeSet<String> = registry_rows().into_iter().collect();
+    let mut seen = BTreeSet::new();
+    for token in &rows {
+        assert!(reasons::is_token(token), "{token:?}");
+        assert!(seen.insert(token), "{token} listed twice");
+        assert!(!all.contains(token.as_str()) && !registry.contains(token), "{token} is a core token: list it in §2 only");
+    }
+}
+
 #[test]
 fn the_code_list_is_what_the_sources_return() {
     let code = reasons::all();

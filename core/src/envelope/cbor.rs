@@ -60,20 +60,42 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads one initial byte and its argument: `(major type, argument)`.
-    /// Refuses non-shortest arguments, indefinite lengths and reserved values.
+    /// Refuses, in this order and by the initial byte alone: reserved values,
+    /// indefinite lengths, floats and simple values (major type 7: nowhere in an
+    /// envelope) and tags (allowed only where [`Reader::head_or_tag`] reads);
+    /// then a truncated or non-shortest argument.
     pub(crate) fn head(&mut self) -> Result<(u8, u64), EnvelopeError> {
+        self.read_head(false)
+    }
+
+    /// Like [`Reader::head`], but returns a tag instead of refusing it: for the
+    /// two places where the caller gives a tag its own meaning (the envelope's
+    /// first item, tag 18, and the Sign1 payload's, which must be untagged).
+    pub(crate) fn head_or_tag(&mut self) -> Result<(u8, u64), EnvelopeError> {
+        self.read_head(true)
+    }
+
+    fn read_head(&mut self, tag_allowed: bool) -> Result<(u8, u64), EnvelopeError> {
         let at = self.offset();
         let initial = self.take(1, "unexpected end of input")?[0];
         let major = initial >> 5;
         let info = initial & 0x1f;
+        match (major, info) {
+            (_, 28..=30) => return Err(EnvelopeError::MalformedCbor { at, what: "reserved or invalid additional information" }),
+            (BSTR | TSTR | ARRAY | MAP, 31) => return Err(EnvelopeError::IndefiniteLength { at }),
+            (_, 31) => return Err(EnvelopeError::MalformedCbor { at, what: "reserved or invalid additional information" }),
+            (SIMPLE, 25..=27) => return Err(EnvelopeError::UnexpectedFloat { at }),
+            (SIMPLE, _) => return Err(EnvelopeError::UnexpectedSimpleValue { at }),
+            (TAG, _) if !tag_allowed => return Err(EnvelopeError::UnexpectedTag { at }),
+            _ => {}
+        }
         let (arg, min) = match info {
             0..=23 => return Ok((major, u64::from(info))),
             24 => (u64::from(self.take(1, "truncated argument")?[0]), 24),
             25 => (u64::from(u16::from_be_bytes(self.fixed::<2>()?)), 0x100),
             26 => (u64::from(u32::from_be_bytes(self.fixed::<4>()?)), 0x1_0000),
             27 => (u64::from_be_bytes(self.fixed::<8>()?), 0x1_0000_0000),
-            31 if matches!(major, BSTR | TSTR | ARRAY | MAP) => return Err(EnvelopeError::IndefiniteLength { at }),
-            _ => return Err(EnvelopeError::MalformedCbor { at, what: "reserved or invalid additional information" }),
+            _ => unreachable!("additional information 28..=31 refused above"),
         };
         if arg < min {
             return Err(EnvelopeError::NonDeterministicCbor { at, what: "integer or length not in its shortest form" });
@@ -91,6 +113,13 @@ impl<'a> Reader<'a> {
     /// The content of a byte or text string whose head `(major, len)` was just read.
     pub(crate) fn content(&mut self, len: u64) -> Result<&'a [u8], EnvelopeError> {
         self.take(len, "string runs past the end of its container")
+    }
+
+    /// The content of a text string whose head (at `head_at`) was just read:
+    /// it must be valid UTF-8 (RFC 8949 §3.1, major type 3).
+    pub(crate) fn text(&mut self, len: u64, head_at: usize) -> Result<&'a str, EnvelopeError> {
+        let bytes = self.content(len)?;
+        std::str::from_utf8(bytes).map_err(|_| EnvelopeError::InvalidUtf8 { at: head_at })
     }
 }
 
@@ -198,6 +227,30 @@ mod tests {
         for enc in [&[0x1cu8][..], &[0x1f], &[0xff], &[0x3f], &[], &[0x19, 1], &[0x1b, 0, 0]] {
             assert_eq!(read_all(enc).unwrap_err().reason(), "malformed-cbor", "{enc:x?}");
         }
+        // Major type 7 and tags are decided by the initial byte, before any argument.
+        for enc in [&[0xf9u8][..], &[0xfa, 0, 0, 0, 0], &[0xfb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0]] {
+            assert_eq!(read_all(enc).unwrap_err().reason(), "unexpected-float", "{enc:x?}");
+        }
+        for enc in [&[0xf4u8][..], &[0xf5], &[0xf6], &[0xf7], &[0xe0], &[0xf8, 0x20], &[0xf8]] {
+            assert_eq!(read_all(enc).unwrap_err().reason(), "unexpected-simple-value", "{enc:x?}");
+        }
+        for (enc, tag) in [(&[0xc0u8][..], 0), (&[0xd2], 18), (&[0xd8, 0x62], 98)] {
+            assert_eq!(read_all(enc).unwrap_err().reason(), "unexpected-tag", "{enc:x?}");
+            assert_eq!(Reader::new(enc, 0).head_or_tag().unwrap(), (TAG, tag));
+        }
+        // Decided before the (here truncated) argument is read.
+        assert_eq!(read_all(&[0xdb]).unwrap_err().reason(), "unexpected-tag");
+        assert_eq!(read_all(&[0xfb, 0x3f]).unwrap_err().reason(), "unexpected-float");
+        for enc in [[0xfcu8], [0xfd], [0xfe], [0xdc], [0xdf]] {
+            assert_eq!(read_all(&enc).unwrap_err().reason(), "malformed-cbor", "{enc:x?}");
+        }
+        let mut r = Reader::new(&[0x62, 0xc3, 0x28], 0);
+        let (_, len) = r.head().unwrap();
+        assert_eq!(r.text(len, 0).unwrap_err().reason(), "invalid-utf8");
+        let mut r = Reader::new(&[0x62, 0xc3, 0xa9], 0);
+        let (_, len) = r.head().unwrap();
+        assert_eq!(r.text(len, 0).unwrap(), "é");
+
         let mut r = Reader::new(&[0x45, 1, 2], 10);
         let (_, len) = r.head().unwrap();
         let err = r.content(len).unwrap_err();

@@ -94,7 +94,7 @@ impl<'a> MapKeys<'a> {
         let (major, arg) = r.head()?;
         let label = match major {
             cbor::UINT | cbor::NINT => int_value(major, arg).map_or(Label::BigInt, Label::Int),
-            cbor::TSTR => Label::Text(r.content(arg)?),
+            cbor::TSTR => Label::Text(r.text(arg, at)?.as_bytes()),
             _ => return Err(EnvelopeError::BadHeader { at, what: "header label is neither an integer nor a text string" }),
         };
         let encoded = r.since(start);
@@ -144,9 +144,11 @@ fn read_id<'a>(r: &mut Reader<'a>, major: u8, what: &'static str) -> Result<&'a 
     if m != major {
         return Err(EnvelopeError::BadHeader { at, what });
     }
-    let bytes = r.content(len)?;
-    match std::str::from_utf8(bytes) {
-        Ok(s) if is_valid_id(s) => Ok(s),
+    // A text string must be UTF-8 before its value is judged; a byte string
+    // (the kid) holds bytes, so bytes that are not an id are just a bad value.
+    let text = if m == cbor::TSTR { Some(r.text(len, at)?) } else { std::str::from_utf8(r.content(len)?).ok() };
+    match text {
+        Some(s) if is_valid_id(s) => Ok(s),
         _ => Err(EnvelopeError::BadHeader { at, what }),
     }
 }
@@ -182,7 +184,7 @@ pub(crate) fn parse_sign1_protected(bytes: &[u8], base: usize) -> Result<(SignAl
                 let value = match m {
                     cbor::UINT | cbor::NINT => int_value(m, arg),
                     cbor::TSTR => {
-                        r.content(arg)?;
+                        r.text(arg, at)?;
                         None
                     }
                     _ => return Err(EnvelopeError::BadHeader { at, what: "alg is not an integer" }),
@@ -233,7 +235,7 @@ fn parse_crit(r: &mut Reader<'_>) -> Result<(), EnvelopeError> {
         let label = match m {
             cbor::UINT | cbor::NINT => int_value(m, arg),
             cbor::TSTR => {
-                r.content(arg)?;
+                r.text(arg, at)?;
                 None
             }
             _ => return Err(EnvelopeError::BadHeader { at, what: "crit element is not a label" }),
@@ -306,7 +308,7 @@ pub(crate) fn parse_encrypt0_protected(bytes: &[u8], base: usize) -> Result<Aead
         let value = match m {
             cbor::UINT | cbor::NINT => int_value(m, arg),
             cbor::TSTR => {
-                r.content(arg)?;
+                r.text(arg, at)?;
                 None
             }
             _ => return Err(EnvelopeError::BadHeader { at, what: "alg is not an integer" }),

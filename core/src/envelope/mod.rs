@@ -111,6 +111,14 @@ pub enum EnvelopeError {
     NonDeterministicCbor { at: usize, what: &'static str },
     #[error("indefinite-length CBOR item at byte {at}")]
     IndefiniteLength { at: usize },
+    #[error("a floating-point number at byte {at} (an envelope holds none)")]
+    UnexpectedFloat { at: usize },
+    #[error("a CBOR simple value (false, true, null, undefined, ...) at byte {at} (an envelope holds none)")]
+    UnexpectedSimpleValue { at: usize },
+    #[error("a CBOR tag at byte {at} (the envelope's own tag 18 is the only one)")]
+    UnexpectedTag { at: usize },
+    #[error("a text string at byte {at} is not valid UTF-8")]
+    InvalidUtf8 { at: usize },
     #[error("trailing bytes at byte {at} after the {layer}")]
     TrailingBytes { at: usize, layer: &'static str },
     #[error("not a tagged COSE_Sign1: {0}")]
@@ -156,6 +164,10 @@ impl EnvelopeError {
             EnvelopeError::MalformedCbor { .. } => "malformed-cbor",
             EnvelopeError::NonDeterministicCbor { .. } => "non-deterministic-cbor",
             EnvelopeError::IndefiniteLength { .. } => "indefinite-length",
+            EnvelopeError::UnexpectedFloat { .. } => "unexpected-float",
+            EnvelopeError::UnexpectedSimpleValue { .. } => "unexpected-simple-value",
+            EnvelopeError::UnexpectedTag { .. } => "unexpected-tag",
+            EnvelopeError::InvalidUtf8 { .. } => "invalid-utf8",
             EnvelopeError::TrailingBytes { .. } => "trailing-bytes",
             EnvelopeError::NotSign1(_) => "not-sign1",
             EnvelopeError::NotEncrypt0(_) => "not-encrypt0",
@@ -174,11 +186,15 @@ impl EnvelopeError {
     }
 
     /// Every reason token, for documentation and tests.
-    pub const ALL_REASONS: [&'static str; 18] = [
+    pub const ALL_REASONS: [&'static str; 22] = [
         "too-large",
         "malformed-cbor",
         "non-deterministic-cbor",
         "indefinite-length",
+        "unexpected-float",
+        "unexpected-simple-value",
+        "unexpected-tag",
+        "invalid-utf8",
         "trailing-bytes",
         "not-sign1",
         "not-encrypt0",
@@ -245,7 +261,7 @@ pub fn parse(bytes: &[u8], max_len: usize) -> Result<ParsedEnvelope<'_>, Envelop
         return Err(EnvelopeError::TooLarge { len: bytes.len(), max: max_len });
     }
     let mut r = Reader::new(bytes, 0);
-    match r.head()? {
+    match r.head_or_tag()? {
         (cbor::TAG, COSE_SIGN1_TAG) => {}
         (cbor::TAG, _) => return Err(EnvelopeError::NotSign1("wrong CBOR tag (COSE_Sign1 is tag 18)")),
         _ => return Err(EnvelopeError::NotSign1("missing CBOR tag 18")),
@@ -268,7 +284,7 @@ pub fn parse(bytes: &[u8], max_len: usize) -> Result<ParsedEnvelope<'_>, Envelop
     let (sign_alg, sign_cose_alg, parts) = header::parse_sign1_protected(sign1_protected, sign1_protected_at)?;
 
     let mut e = Reader::new(payload, payload_at);
-    match e.head()? {
+    match e.head_or_tag()? {
         (cbor::ARRAY, 3) => {}
         (cbor::TAG, _) => return Err(EnvelopeError::NotEncrypt0("tagged (the inner COSE_Encrypt0 must be untagged)")),
         _ => return Err(EnvelopeError::NotEncrypt0("not an array of 3 items")),

@@ -14,7 +14,7 @@ pub mod compiled;
 pub mod diff;
 pub mod model;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use compiled::{CompiledPolicy, DeviceIdx, EpochCheck, GroupIdx, GroupView, SubscriptionVerdict};
 pub use diff::{revocations, Revocation, RevocationReason};
@@ -37,8 +37,6 @@ pub enum PolicyError {
     /// A policy older than (or as old as) the one in use was offered.
     #[error("{origin}: policy version {offered} is not newer than the version {current} already in use; refusing to go back")]
     NotNewer { origin: String, offered: u64, current: u64 },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
 }
 
 impl PolicyError {
@@ -49,7 +47,6 @@ impl PolicyError {
             PolicyError::Syntax { .. } => "policy-syntax",
             PolicyError::Invalid { .. } => "policy-invalid",
             PolicyError::NotNewer { .. } => "policy-not-newer",
-            PolicyError::Io { .. } => "policy-io",
         }
     }
 
