@@ -108,8 +108,6 @@ typedef enum {
   MQSEAL_POLICY_INVALID = 211,
   // `policy-not-newer`
   MQSEAL_POLICY_NOT_NEWER = 212,
-  // `policy-io`
-  MQSEAL_POLICY_IO = 213,
   // `bundle-syntax`
   MQSEAL_BUNDLE_SYNTAX = 214,
   // `bundle-invalid`
@@ -210,6 +208,14 @@ typedef enum {
   MQSEAL_DECRYPT_FAILED = 516,
   // `bad-seal-input`
   MQSEAL_BAD_SEAL_INPUT = 517,
+  // `unexpected-float`
+  MQSEAL_UNEXPECTED_FLOAT = 518,
+  // `unexpected-simple-value`
+  MQSEAL_UNEXPECTED_SIMPLE_VALUE = 519,
+  // `unexpected-tag`
+  MQSEAL_UNEXPECTED_TAG = 520,
+  // `invalid-utf8`
+  MQSEAL_INVALID_UTF8 = 521,
 } mqseal_result;
 
 // What mqseal_device_apply_control did with a message.

@@ -102,8 +102,7 @@ pub enum mqseal_result {
     MQSEAL_POLICY_INVALID = 211,
     /// `policy-not-newer`
     MQSEAL_POLICY_NOT_NEWER = 212,
-    /// `policy-io`
-    MQSEAL_POLICY_IO = 213,
+    // 213 was `policy-io` (removed from core: it could not occur); never reused.
     /// `bundle-syntax`
     MQSEAL_BUNDLE_SYNTAX = 214,
     /// `bundle-invalid`
@@ -207,6 +206,14 @@ pub enum mqseal_result {
     MQSEAL_DECRYPT_FAILED = 516,
     /// `bad-seal-input`
     MQSEAL_BAD_SEAL_INPUT = 517,
+    /// `unexpected-float`
+    MQSEAL_UNEXPECTED_FLOAT = 518,
+    /// `unexpected-simple-value`
+    MQSEAL_UNEXPECTED_SIMPLE_VALUE = 519,
+    /// `unexpected-tag`
+    MQSEAL_UNEXPECTED_TAG = 520,
+    /// `invalid-utf8`
+    MQSEAL_INVALID_UTF8 = 521,
 }
 
 impl mqseal_result {
@@ -251,7 +258,6 @@ impl mqseal_result {
         mqseal_result::MQSEAL_POLICY_SYNTAX,
         mqseal_result::MQSEAL_POLICY_INVALID,
         mqseal_result::MQSEAL_POLICY_NOT_NEWER,
-        mqseal_result::MQSEAL_POLICY_IO,
         mqseal_result::MQSEAL_BUNDLE_SYNTAX,
         mqseal_result::MQSEAL_BUNDLE_INVALID,
         mqseal_result::MQSEAL_BUNDLE_WRONG_DEVICE,
@@ -302,6 +308,10 @@ impl mqseal_result {
         mqseal_result::MQSEAL_BAD_SIGNATURE,
         mqseal_result::MQSEAL_DECRYPT_FAILED,
         mqseal_result::MQSEAL_BAD_SEAL_INPUT,
+        mqseal_result::MQSEAL_UNEXPECTED_FLOAT,
+        mqseal_result::MQSEAL_UNEXPECTED_SIMPLE_VALUE,
+        mqseal_result::MQSEAL_UNEXPECTED_TAG,
+        mqseal_result::MQSEAL_INVALID_UTF8,
     ];
 
     /// The reason token of a code ("ok" for MQSEAL_OK).
@@ -347,7 +357,6 @@ impl mqseal_result {
             mqseal_result::MQSEAL_POLICY_SYNTAX => "policy-syntax",
             mqseal_result::MQSEAL_POLICY_INVALID => "policy-invalid",
             mqseal_result::MQSEAL_POLICY_NOT_NEWER => "policy-not-newer",
-            mqseal_result::MQSEAL_POLICY_IO => "policy-io",
             mqseal_result::MQSEAL_BUNDLE_SYNTAX => "bundle-syntax",
             mqseal_result::MQSEAL_BUNDLE_INVALID => "bundle-invalid",
             mqseal_result::MQSEAL_BUNDLE_WRONG_DEVICE => "bundle-wrong-device",
@@ -398,6 +407,10 @@ impl mqseal_result {
             mqseal_result::MQSEAL_BAD_SIGNATURE => "bad-signature",
             mqseal_result::MQSEAL_DECRYPT_FAILED => "decrypt-failed",
             mqseal_result::MQSEAL_BAD_SEAL_INPUT => "bad-seal-input",
+            mqseal_result::MQSEAL_UNEXPECTED_FLOAT => "unexpected-float",
+            mqseal_result::MQSEAL_UNEXPECTED_SIMPLE_VALUE => "unexpected-simple-value",
+            mqseal_result::MQSEAL_UNEXPECTED_TAG => "unexpected-tag",
+            mqseal_result::MQSEAL_INVALID_UTF8 => "invalid-utf8",
         }
     }
 
