@@ -277,6 +277,40 @@ void mqseal_bytes_free(mqseal_bytes *bytes);
 // `dir` must be a NUL-terminated path; `out` must be valid for a write.
 mqseal_result mqseal_device_load(const char *dir, mqseal_device **out);
 
+// Joins a realm from the documents the authority published (first join or
+// re-join, as `mqseal join`): the signed policy (`policy_len` bytes) and this
+// device's key bundle (`bundle_len` bytes) are verified against the
+// authority's public key in the file `authority_file`, checked to be for this
+// device and not older than what it holds, and stored in `dir` (made by
+// `mqseal keygen`); then `*out` gets a handle as from mqseal_device_load.
+// Over MQTT the documents are the retained messages on `$mqseal/policy` and
+// `$mqseal/bundle/ID`, read by a client logged in with
+// mqseal_join_login_token. Any thread (not while another process or handle
+// uses `dir`).
+//
+// # Safety
+// `dir` and `authority_file` NUL-terminated; `policy`/`bundle` valid for
+// their lengths; `out` valid for a write.
+mqseal_result mqseal_device_join(const char *dir,
+                                 const char *authority_file,
+                                 const uint8_t *policy,
+                                 size_t policy_len,
+                                 const uint8_t *bundle,
+                                 size_t bundle_len,
+                                 mqseal_device **out);
+
+// A login token for a device directory that has not joined yet, to fetch its
+// documents for mqseal_device_join (text, free with mqseal_bytes_free). The
+// username is the device id when `username` is NULL. Any thread.
+//
+// # Safety
+// `dir` and `client_id` NUL-terminated; `username` NULL or NUL-terminated;
+// `out` valid for a write.
+mqseal_result mqseal_join_login_token(const char *dir,
+                                      const char *client_id,
+                                      const char *username,
+                                      mqseal_bytes *out);
+
 // Frees a handle and releases its locks. NULL is ignored.
 //
 // Threads: not while another call uses this handle (or after it is freed).

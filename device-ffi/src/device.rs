@@ -122,6 +122,76 @@ pub unsafe extern "C" fn mqseal_device_load(dir: *const c_char, out: *mut *mut m
     })
 }
 
+/// Joins a realm from the documents the authority published (first join or
+/// re-join, as `mqseal join`): the signed policy (`policy_len` bytes) and this
+/// device's key bundle (`bundle_len` bytes) are verified against the
+/// authority's public key in the file `authority_file`, checked to be for this
+/// device and not older than what it holds, and stored in `dir` (made by
+/// `mqseal keygen`); then `*out` gets a handle as from mqseal_device_load.
+/// Over MQTT the documents are the retained messages on `$mqseal/policy` and
+/// `$mqseal/bundle/ID`, read by a client logged in with
+/// mqseal_join_login_token. Any thread (not while another process or handle
+/// uses `dir`).
+///
+/// # Safety
+/// `dir` and `authority_file` NUL-terminated; `policy`/`bundle` valid for
+/// their lengths; `out` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn mqseal_device_join(
+    dir: *const c_char,
+    authority_file: *const c_char,
+    policy: *const u8,
+    policy_len: usize,
+    bundle: *const u8,
+    bundle_len: usize,
+    out: *mut *mut mqseal_device,
+) -> mqseal_result {
+    guard("mqseal_device_join", || {
+        if out.is_null() {
+            return Err(out_missing("out"));
+        }
+        // SAFETY: forwarded from the caller.
+        let (dir, authority, policy, bundle) = unsafe {
+            (
+                text_arg(dir, "dir")?,
+                text_arg(authority_file, "authority_file")?,
+                bytes_arg(policy, policy_len, "policy")?,
+                bytes_arg(bundle, bundle_len, "bundle")?,
+            )
+        };
+        let inner = Device::join(Path::new(dir), Path::new(authority), policy, bundle)?;
+        let raw = Box::into_raw(Box::new(mqseal_device { inner }));
+        // SAFETY: checked non-null above; writable (the caller's contract).
+        unsafe { write_out(out, raw) };
+        Ok(())
+    })
+}
+
+/// A login token for a device directory that has not joined yet, to fetch its
+/// documents for mqseal_device_join (text, free with mqseal_bytes_free). The
+/// username is the device id when `username` is NULL. Any thread.
+///
+/// # Safety
+/// `dir` and `client_id` NUL-terminated; `username` NULL or NUL-terminated;
+/// `out` valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn mqseal_join_login_token(
+    dir: *const c_char,
+    client_id: *const c_char,
+    username: *const c_char,
+    out: *mut mqseal_bytes,
+) -> mqseal_result {
+    guard("mqseal_join_login_token", || {
+        // SAFETY: forwarded from the caller.
+        let (dir, client_id) = unsafe { (text_arg(dir, "dir")?, text_arg(client_id, "client_id")?) };
+        // SAFETY: as above; NULL means "the device id".
+        let username = if username.is_null() { None } else { Some(unsafe { text_arg(username, "username") }?) };
+        let token = Device::join_login_token(Path::new(dir), client_id, username)?;
+        // SAFETY: forwarded from the caller.
+        unsafe { give(out, mqseal_bytes::from_string(token)) }
+    })
+}
+
 /// Frees a handle and releases its locks. NULL is ignored.
 ///
 /// Threads: not while another call uses this handle (or after it is freed).

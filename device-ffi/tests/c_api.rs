@@ -118,7 +118,8 @@ fn a_sealed_message_opens_at_a_member_and_tampering_and_replays_are_refused_by_r
         mqseal_device_free(bob);
     }
     // Freed, bob's replay lock is released: the CLI opens what the library sealed.
-    assert_eq!(fleet.open("bob", "g/temp", &for_the_cli).unwrap(), b"22");
+    let opened = fleet.open("bob", "g/temp", &for_the_cli).unwrap_or_else(|e| panic!("mqseal open: {e}"));
+    assert_eq!(opened, b"22");
 }
 
 #[test]
@@ -208,4 +209,58 @@ fn bad_arguments_are_refused_without_crashing() {
         mqseal_device_free(second);
         mqseal_device_free(alice);
     }
+}
+
+#[test]
+fn a_device_joins_from_the_documents_and_refuses_another_authority() {
+    let fleet = Fleet::new();
+    fleet.add_device("carol");
+    fleet.add_group("g", &["g/#"], 0);
+    fleet.add_member("g", "carol", "pub");
+    let policy = std::fs::read(fleet.export_policy()).unwrap();
+    let bundle_path = fleet.path("carol.bundle");
+    test_harness::fleet::mqseal_ok(
+        &["bundle", "export", "carol", "--realm", fleet.realm().to_str().unwrap(), "--out", bundle_path.to_str().unwrap()],
+        None,
+    );
+    let bundle = std::fs::read(&bundle_path).unwrap();
+    let dir = CString::new(fleet.device_dir("carol").to_str().unwrap()).unwrap();
+    let other = Fleet::new();
+    let wrong = CString::new(other.realm().join("authority.pub").to_str().unwrap()).unwrap();
+    let right = CString::new(fleet.realm().join("authority.pub").to_str().unwrap()).unwrap();
+    let mut device = ptr::null_mut();
+    let mut out = mqseal_bytes::EMPTY;
+    // SAFETY: valid strings, buffers and out-pointers.
+    unsafe {
+        // Before joining, a token for fetching the documents (username: the id).
+        let cid = CString::new("carol-join").unwrap();
+        assert_eq!(mqseal_join_login_token(dir.as_ptr(), cid.as_ptr(), ptr::null(), &mut out), mqseal_result::MQSEAL_OK);
+        assert!(text(&out).starts_with("mqseal-login-v1."));
+        mqseal_bytes_free(&mut out);
+        // Not loadable yet.
+        assert_eq!(mqseal_device_load(dir.as_ptr(), &mut device), mqseal_result::MQSEAL_NOT_JOINED);
+        let rc = mqseal_device_join(
+            dir.as_ptr(),
+            wrong.as_ptr(),
+            policy.as_ptr(),
+            policy.len(),
+            bundle.as_ptr(),
+            bundle.len(),
+            &mut device,
+        );
+        assert_eq!(rc, mqseal_result::MQSEAL_DOC_WRONG_AUTHORITY, "{}", last_error());
+        let rc = mqseal_device_join(
+            dir.as_ptr(),
+            right.as_ptr(),
+            policy.as_ptr(),
+            policy.len(),
+            bundle.as_ptr(),
+            bundle.len(),
+            &mut device,
+        );
+        assert_eq!(rc, mqseal_result::MQSEAL_OK, "{}", last_error());
+    }
+    assert!(seal(device, "g/x", b"joined").is_ok());
+    // SAFETY: a handle from join, freed once.
+    unsafe { mqseal_device_free(device) };
 }

@@ -27,6 +27,15 @@ class Device:
     @staticmethod
     def load(dir: Union[str, "PathLike[str]"]) -> "Device":
         """Loads a directory made by ``mqseal keygen`` and ``mqseal join``; the stored policy is verified again."""
+    @staticmethod
+    def join(
+        dir: Union[str, "PathLike[str]"], authority: Union[str, "PathLike[str]"], policy: bytes, bundle: bytes
+    ) -> "Device":
+        """Joins (or re-joins) a realm from the signed policy and this device's bundle, verified against the
+        authority's public key file (as ``mqseal join``), and loads the directory."""
+    @staticmethod
+    def join_login_token(dir: Union[str, "PathLike[str]"], client_id: str, username: Optional[str] = None) -> str:
+        """A login token for a directory that has not joined yet (username: the device id unless given)."""
     @property
     def id(self) -> str: ...
     @property

@@ -75,6 +75,18 @@ impl Device {
         Ok(Device { inner: Mutex::new(inner) })
     }
 
+    #[staticmethod]
+    fn join(py: Python<'_>, dir: PathBuf, authority: PathBuf, policy: &[u8], bundle: &[u8]) -> PyResult<Device> {
+        let inner = CoreDevice::join(&dir, &authority, policy, bundle).map_err(|e| raise(py, e))?;
+        Ok(Device { inner: Mutex::new(inner) })
+    }
+
+    #[staticmethod]
+    #[pyo3(signature = (dir, client_id, username=None))]
+    fn join_login_token(py: Python<'_>, dir: PathBuf, client_id: &str, username: Option<&str>) -> PyResult<String> {
+        CoreDevice::join_login_token(&dir, client_id, username).map_err(|e| raise(py, e))
+    }
+
     #[getter]
     fn id(&self, py: Python<'_>) -> PyResult<String> {
         self.with(py, |d| Ok(d.id().to_string()))

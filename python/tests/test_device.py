@@ -44,6 +44,16 @@ class Realm:
                 "--bundle", str(base / f"{name}.bundle"), "--policy", str(base / "policy.json"))
         self.alice = base / "alice"
         self.bob = base / "bob"
+        # carol is registered but has not joined: the tests join her with Device.join.
+        cli("keygen", "carol", "--out", str(base / "carol"))
+        cli("device", "add", "carol", "--realm", realm, "--public", str(base / "carol" / "carol.pub"))
+        cli("group", "add", "g", "carol", "--realm", realm, "--role", "sub")
+        cli("policy", "export", "--realm", realm, "--out", str(base / "policy2.json"))
+        cli("bundle", "export", "carol", "--realm", realm, "--out", str(base / "carol.bundle"))
+        self.carol = base / "carol"
+        self.carol_policy = (base / "policy2.json").read_bytes()
+        self.carol_bundle = (base / "carol.bundle").read_bytes()
+        self.authority = pathlib.Path(realm) / "authority.pub"
 
 
 class DeviceTest(unittest.TestCase):
@@ -79,6 +89,18 @@ class DeviceTest(unittest.TestCase):
         with self.assertRaises(MqsealError) as forged:
             alice.apply_control("$mqseal/policy", b'{"format":"mqseal-policy-v1"}')
         self.assertTrue(forged.exception.reason.startswith("doc-"), forged.exception.reason)
+
+    def test_a_device_joins_from_the_documents(self) -> None:
+        token = Device.join_login_token(self.realm.carol, "carol-join")
+        self.assertTrue(token.startswith("mqseal-login-v1."))
+        with self.assertRaises(MqsealError) as not_joined:
+            Device.load(self.realm.carol)
+        self.assertEqual(not_joined.exception.reason, "not-joined")
+        with self.assertRaises(MqsealError) as forged:
+            Device.join(self.realm.carol, self.realm.authority, self.realm.carol_policy + b" ", self.realm.carol_bundle)
+        self.assertTrue(forged.exception.reason.startswith("doc-"), forged.exception.reason)
+        carol = Device.join(self.realm.carol, self.realm.authority, self.realm.carol_policy, self.realm.carol_bundle)
+        self.assertEqual((carol.id, carol.group_of_topic("g/x")), ("carol", "g"))
 
     def test_a_missing_directory_names_itself(self) -> None:
         with self.assertRaises(MqsealError) as missing:

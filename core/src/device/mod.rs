@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{device_reasons, DeviceError};
 
-use crate::device_store::{DeviceStore, JoinReport, Opened, Receiver, Sealed, Sealer};
+use crate::device_store::{DeviceStore, DeviceStoreError, JoinReport, Opened, Receiver, Sealed, Sealer};
 use crate::envelope::AeadAlg;
 use control_sync::{ControlSync, SyncOutcome};
 
@@ -62,6 +62,38 @@ impl Device {
         let store = DeviceStore::open(dir)?;
         let sync = ControlSync::new(dir, store.id());
         Ok(Device { dir: dir.to_owned(), store, sealer: None, receiver: None, sync })
+    }
+
+    /// Joins a realm (or re-joins it) from the documents the authority
+    /// published, as `mqseal join` does: the policy and this device's key
+    /// bundle are verified against `authority_file` (the one key a device
+    /// trusts; it is stored at the first join and may not change later),
+    /// checked to be for this device and not older than what it holds, and
+    /// stored; then the directory is loaded. Over MQTT the documents are the
+    /// retained messages of [`control_sync::control_filters`], fetched by a
+    /// client logged in with [`Device::join_login_token`].
+    pub fn join(dir: &Path, authority_file: &Path, policy: &[u8], bundle: &[u8]) -> Result<Device, DeviceError> {
+        let authority = crate::signed_doc::AuthorityPublicKey::load(authority_file).map_err(DeviceStoreError::from)?;
+        let me = crate::identity::DeviceDir::open(dir).map_err(DeviceStoreError::from)?.id().to_string();
+        let bundle_origin = format!("the bundle of {me}");
+        crate::device_store::join_documents(
+            dir,
+            &authority,
+            policy,
+            "the policy",
+            crate::device_store::KeySource::Bundle { bytes: bundle, origin: &bundle_origin },
+        )?;
+        Device::load(dir)
+    }
+
+    /// A login token for a device directory that has not joined yet (to fetch
+    /// its documents for [`Device::join`]): the username is the device id
+    /// unless `username` is given (a joined device's is in its policy).
+    pub fn join_login_token(dir: &Path, client_id: &str, username: Option<&str>) -> Result<String, DeviceError> {
+        let device = crate::identity::DeviceDir::open(dir).map_err(DeviceStoreError::from)?;
+        let key = device.signing_key().map_err(DeviceStoreError::from)?;
+        let username = username.unwrap_or(device.id());
+        Ok(crate::login_token::make_token(&key, client_id, username, crate::device_store::unix_millis()))
     }
 
     /// The device id (the stem of `ID.pub`).
@@ -116,7 +148,7 @@ impl Device {
     /// A login token dated `timestamp_ms` (Unix milliseconds).
     pub fn login_token_at(&self, client_id: &str, timestamp_ms: u64) -> Result<String, DeviceError> {
         let username = self.username()?;
-        let key = self.store.device().signing_key().map_err(crate::device_store::DeviceStoreError::from)?;
+        let key = self.store.device().signing_key().map_err(DeviceStoreError::from)?;
         Ok(crate::login_token::make_token(&key, client_id, username, timestamp_ms))
     }
 
