@@ -207,13 +207,10 @@ fn run_token(device_dir: &Path, client_id: &str, username: Option<&str>) -> anyh
     let device = DeviceDir::open(device_dir)?;
     let username = match username {
         Some(u) => u.to_string(),
-        None => match DeviceStore::open(device_dir) {
-            Ok(store) => {
-                let policy = store.policy();
-                policy.device_by_id(store.id()).map(|d| policy.username(d).to_string()).unwrap_or_else(|| device.id().to_string())
-            }
-            Err(_) => device.id().to_string(),
-        },
+        None => DeviceStore::open(device_dir)
+            .ok()
+            .and_then(|store| store.username().map(str::to_string))
+            .unwrap_or_else(|| device.id().to_string()),
     };
     let key = device.signing_key()?;
     let token = mqseal_core::login_token::make_token(&key, client_id, &username, mqseal_core::device_store::unix_millis());

@@ -1,6 +1,7 @@
 //! `mqseal pub` and `mqseal sub`: MQTT clients that log in as the device and
-//! seal or open messages transparently, with the same `Sealer` and `Receiver`
-//! as `mqseal seal`/`open`.
+//! seal or open messages transparently, through the device core
+//! (`mqseal_core::device::Device`, also behind the C and Python libraries),
+//! which seals and opens as `mqseal seal`/`open` do.
 //!
 //! Login. The MQTT username is the device's username in the policy it joined
 //! with (`--username` overrides it). The password is a fresh login token
@@ -30,12 +31,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use mqseal_core::device_store::{DeviceStore, OpenError, Receiver, Sealer, DEFAULT_MAX_ENVELOPE_BYTES};
+use mqseal_core::device::{ControlOutcome, Device, DeviceError};
+use mqseal_core::device_store::{DeviceStore, OpenError, DEFAULT_MAX_ENVELOPE_BYTES};
 use mqseal_core::envelope::AeadAlg;
 use mqseal_core::policy::CompiledPolicy;
 use mqseal_core::topic::{parse_subscription, validate_topic_name};
 
-use crate::control_sync::{control_filters, describe, fetch_control_documents, refused_updates, ControlSync, SyncOutcome};
+use crate::control_sync::fetch_control_documents;
+use mqseal_core::device::control_sync::{control_filters, describe, refused_updates};
 use crate::device_cmd::AeadArg;
 use crate::mqtt_link::{read_password_file, wait_connected, wait_delivered, Ev, Link, LinkOptions, Login, Password};
 
@@ -238,11 +241,10 @@ impl ConnectArgs {
 
 /// The device's MQTT username in its stored policy.
 fn policy_username(store: &DeviceStore) -> anyhow::Result<String> {
-    let policy = store.policy();
-    let device = policy.device_by_id(store.id()).ok_or_else(|| {
+    let username = store.username().ok_or_else(|| {
         anyhow!("device {:?} is not in its stored policy: join again with a current policy", store.id())
     })?;
-    Ok(policy.username(device).to_string())
+    Ok(username.to_string())
 }
 
 
@@ -252,51 +254,51 @@ fn policy_username(store: &DeviceStore) -> anyhow::Result<String> {
 fn run_pub(args: PubArgs) -> anyhow::Result<()> {
     let topic = args.topic.as_str();
     validate_topic_name(topic).map_err(|e| anyhow!("--topic {topic:?}: {e}"))?;
-    let store = DeviceStore::open(&args.connect.device)?;
+    let mut device = Device::load(&args.connect.device)?;
     // Sealed messages use the keys fetched on connect; check then, with the current policy.
     let fetch_keys = !args.plain && !args.connect.no_key_updates;
     if !fetch_keys {
-        check_may_publish(store.policy(), store.id(), topic, args.plain)?;
+        check_may_publish(device.store().policy(), device.id(), topic, args.plain)?;
     }
     let message = read_message(&args.message)?;
     if !args.plain && message.len() >= DEFAULT_MAX_ENVELOPE_BYTES {
         bail!("{}", too_large(message.len(), "the message"));
     }
-    let login = device_login(&args.connect, &store, "pub")?;
-    let me = store.id().to_string();
-    let mut sealer = if args.plain { None } else { Some(store.sealer()?) };
+    let login = device_login(&args.connect, device.store(), "pub")?;
+    let me = device.id().to_string();
+    if !args.plain {
+        device.prepare_sealing()?;
+    }
     let aead = AeadAlg::from(args.aead);
     let timeout = Duration::from_secs(args.connect.timeout);
 
     let mut link = Link::new(&args.connect.link_options(), login, args.mqtt5);
     wait_connected(&mut link, timeout)?;
-    let mut sync = fetch_keys.then(|| ControlSync::new(&args.connect.device, &me));
     let mut inbox = Vec::new();
-    if let (Some(sync), Some(sealer)) = (sync.as_mut(), sealer.as_mut()) {
+    if fetch_keys {
         if !fetch_control_documents(&mut link, &me, timeout, &mut inbox)? {
             eprintln!("mqseal: warning: {}", refused_updates(&me));
         }
-        apply_control_messages(sync, &mut inbox, &mut KeyUser::Sealer(sealer))?;
-        check_may_publish(sealer.store().policy(), &me, topic, args.plain).inspect_err(|_| link.disconnect())?;
+        apply_control_messages(&mut device, &mut inbox);
+        check_may_publish(device.store().policy(), &me, topic, args.plain).inspect_err(|_| link.disconnect())?;
     }
     for n in 1..=args.count {
-        let (payload, what) = match sealer.as_mut() {
-            Some(sealer) => {
-                let sealed = sealer.seal(topic, &message, aead).context("cannot seal")?;
-                if sealed.envelope.len() > DEFAULT_MAX_ENVELOPE_BYTES {
-                    link.disconnect();
-                    bail!("{}", too_large(sealed.envelope.len(), "the sealed envelope"));
-                }
-                let what = format!(
-                    "seq {} (group {}, epoch {}, {} byte envelope)",
-                    sealed.seq,
-                    sealed.group,
-                    sealed.epoch,
-                    sealed.envelope.len()
-                );
-                (sealed.envelope, what)
+        let (payload, what) = if args.plain {
+            (message.clone(), format!("{} bytes unsealed", message.len()))
+        } else {
+            let sealed = device.seal_with(topic, &message, aead).context("cannot seal")?;
+            if sealed.envelope.len() > DEFAULT_MAX_ENVELOPE_BYTES {
+                link.disconnect();
+                bail!("{}", too_large(sealed.envelope.len(), "the sealed envelope"));
             }
-            None => (message.clone(), format!("{} bytes unsealed", message.len())),
+            let what = format!(
+                "seq {} (group {}, epoch {}, {} byte envelope)",
+                sealed.seq,
+                sealed.group,
+                sealed.epoch,
+                sealed.envelope.len()
+            );
+            (sealed.envelope, what)
         };
         link.publish(topic, args.qos, args.retain, payload)?;
         wait_delivered(&mut link, args.qos, timeout, &mut inbox).with_context(|| format!("message {n} of {}", args.count))?;
@@ -312,81 +314,45 @@ fn run_pub(args: PubArgs) -> anyhow::Result<()> {
             idle(&mut link, Instant::now() + Duration::from_millis(args.interval_ms), &mut inbox)?;
         }
         // A rotation while running: the next message is sealed with the new key.
-        if let (Some(sync), Some(sealer)) = (sync.as_mut(), sealer.as_mut()) {
-            apply_control_messages(sync, &mut inbox, &mut KeyUser::Sealer(sealer))?;
+        if fetch_keys {
+            apply_control_messages(&mut device, &mut inbox);
         }
     }
     link.disconnect();
     Ok(())
 }
 
-/// What holds the device's keys in this process.
-enum KeyUser<'a> {
-    Sealer(&'a mut Sealer),
-    Receiver(&'a mut Receiver),
-}
-
-impl KeyUser<'_> {
-    fn versions(&self) -> (u64, u64) {
-        let store = match self {
-            KeyUser::Sealer(s) => s.store(),
-            KeyUser::Receiver(r) => r.store(),
-        };
-        (store.policy().version(), store.bundle_version())
-    }
-
-    fn reload(&mut self) -> anyhow::Result<()> {
-        match self {
-            KeyUser::Sealer(s) => s.reload_store(),
-            KeyUser::Receiver(r) => r.reload_store(),
-        }
-        .context("cannot reload the device's keys after an update")
-    }
-}
-
 /// Applies the control messages collected so far, together (on connect the
 /// policy and bundle arrive back to back); other messages stay in the inbox.
-fn apply_control_messages(
-    sync: &mut ControlSync,
-    inbox: &mut Vec<(String, Vec<u8>)>,
-    keys: &mut KeyUser<'_>,
-) -> anyhow::Result<()> {
+fn apply_control_messages(device: &mut Device, inbox: &mut Vec<(String, Vec<u8>)>) {
     let mut rest = Vec::new();
     let mut received = false;
     for (topic, payload) in inbox.drain(..) {
-        match sync.stash(&topic, &payload) {
-            None => rest.push((topic, payload)),
-            Some(document) => received |= document,
+        if device.receive_control(&topic, &payload) {
+            received = true;
+        } else {
+            rest.push((topic, payload));
         }
     }
     *inbox = rest;
     if received {
-        let outcome = sync.apply(keys.versions());
-        report_sync(outcome, "$mqseal", keys)?;
+        let outcome = device.apply_received();
+        report_control(outcome, "$mqseal");
     }
-    Ok(())
 }
 
-/// One message: false when it is not a control message of this device.
-fn apply_control_message(sync: &mut ControlSync, topic: &str, payload: &[u8], keys: &mut KeyUser<'_>) -> anyhow::Result<bool> {
-    let outcome = sync.on_message(topic, payload, keys.versions());
-    report_sync(outcome, topic, keys)
-}
-
-/// Says what an update did (stderr); reloads the keys when they changed.
-fn report_sync(outcome: SyncOutcome, topic: &str, keys: &mut KeyUser<'_>) -> anyhow::Result<bool> {
+/// Says what a control message did (stderr); false when it was not a control
+/// message of this device.
+fn report_control(outcome: Result<ControlOutcome, DeviceError>, topic: &str) -> bool {
     match outcome {
-        SyncOutcome::NotControl => return Ok(false),
-        SyncOutcome::Held(None) => {}
-        SyncOutcome::Held(Some(note)) => eprintln!("mqseal: {note}"),
-        SyncOutcome::Updated(report) => {
-            keys.reload()?;
-            eprintln!("mqseal: {}", describe(&report));
-        }
-        SyncOutcome::Refused(why) => eprintln!("mqseal: warning: ignored a key update from {topic}: {why}"),
+        Ok(ControlOutcome::NotControl) => return false,
+        Ok(ControlOutcome::Unchanged(None)) => {}
+        Ok(ControlOutcome::Unchanged(Some(note))) => eprintln!("mqseal: {note}"),
+        Ok(ControlOutcome::Updated(report)) => eprintln!("mqseal: {}", describe(&report)),
+        Err(why) => eprintln!("mqseal: warning: ignored a key update from {topic}: {why:#}"),
     }
     std::io::stderr().flush().ok();
-    Ok(true)
+    true
 }
 
 /// Refuses, before connecting, what the broker would refuse or what would leak:
@@ -473,9 +439,9 @@ fn run_sub(args: SubArgs) -> anyhow::Result<()> {
     for filter in &args.filters {
         parse_subscription(filter).map_err(|e| anyhow!("--topic {filter:?}: {e}"))?;
     }
-    let store = DeviceStore::open(&args.connect.device)?;
-    let login = device_login(&args.connect, &store, "sub")?;
-    let mut receiver = store.receiver()?;
+    let mut device = Device::load(&args.connect.device)?;
+    let login = device_login(&args.connect, device.store(), "sub")?;
+    device.prepare_opening()?;
     let style = if args.json {
         Style::Json
     } else if args.verbose {
@@ -485,8 +451,8 @@ fn run_sub(args: SubArgs) -> anyhow::Result<()> {
     };
     let idle_limit = args.wait.map(Duration::from_secs);
 
-    let me = receiver.store().id().to_string();
-    let mut sync = (!args.connect.no_key_updates).then(|| ControlSync::new(&args.connect.device, &me));
+    let me = device.id().to_string();
+    let key_updates = !args.connect.no_key_updates;
     // Control messages are the user's output too only if they asked for them.
     let user_wants_control = args.filters.iter().any(|f| f.starts_with(mqseal_core::control::PREFIX));
 
@@ -494,7 +460,6 @@ fn run_sub(args: SubArgs) -> anyhow::Result<()> {
     wait_connected(&mut link, Duration::from_secs(args.connect.timeout))?;
     // SUBACKs come back in the order of the SUBSCRIBEs: remember which is which.
     let mut pending_subacks = std::collections::VecDeque::new();
-    let key_updates = sync.is_some();
     let subscribe = |link: &mut Link, pending: &mut std::collections::VecDeque<bool>| -> anyhow::Result<()> {
         if key_updates {
             // First, so the retained policy and bundle arrive before any message they open.
@@ -538,15 +503,11 @@ fn run_sub(args: SubArgs) -> anyhow::Result<()> {
                 }
             }
             Some(Ev::Message { topic, payload }) => {
-                if let Some(sync) = sync.as_mut() {
-                    if apply_control_message(sync, &topic, &payload, &mut KeyUser::Receiver(&mut receiver))?
-                        && !user_wants_control
-                    {
-                        continue;
-                    }
+                if key_updates && report_control(device.apply_control(&topic, &payload), &topic) && !user_wants_control {
+                    continue;
                 }
                 let mut out = stdout.lock();
-                if deliver(&mut receiver, &topic, &payload, style, &mut out)? {
+                if deliver(&mut device, &topic, &payload, style, &mut out)? {
                     delivered += 1;
                     idle_deadline = idle_limit.map(|limit| Instant::now() + limit);
                     if args.count == Some(delivered) {
@@ -583,13 +544,13 @@ fn report_suback(filters: &[String], granted: &[Option<u8>], client_id: &str) ->
 /// Prints one message; true when it was delivered (opened, or unprotected),
 /// false when it was rejected. Errors only for local failures.
 fn deliver(
-    receiver: &mut Receiver,
+    device: &mut Device,
     topic: &str,
     payload: &[u8],
     style: Style,
     out: &mut impl Write,
 ) -> anyhow::Result<bool> {
-    let protected = receiver.store().policy().group_of_topic(topic).is_some();
+    let protected = device.group_of_topic(topic).is_some();
     let line: Vec<u8>;
     let delivered = if !protected {
         line = match style {
@@ -602,7 +563,7 @@ fn deliver(
         };
         true
     } else {
-        match receiver.open(topic, payload) {
+        match device.open(topic, payload) {
             Ok(opened) => {
                 line = match style {
                     Style::Json => json_line(&opened.to_json(topic)),
@@ -611,7 +572,7 @@ fn deliver(
                 true
             }
             // Verified but not recorded as seen: fail closed rather than print.
-            Err(error @ OpenError::ReplayState { .. }) => {
+            Err(error @ DeviceError::Open(OpenError::ReplayState { .. })) => {
                 bail!("cannot record the message on {topic:?} as seen: {error}")
             }
             Err(error) => {

@@ -520,6 +520,11 @@ impl DeviceStore {
         self.bundle_version
     }
 
+    /// The device's MQTT username in the stored policy (None if the policy no longer lists it).
+    pub fn username(&self) -> Option<&str> {
+        self.policy.device_by_id(self.id()).map(|d| self.policy.username(d))
+    }
+
     /// The stored key for (group, epoch), if any.
     pub fn group_key(&self, group: &str, epoch: u64) -> Option<&GroupKey> {
         self.keys.get(&(group.to_string(), epoch))

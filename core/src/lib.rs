@@ -10,6 +10,7 @@ pub mod canonical_json;
 pub mod config;
 pub mod control;
 pub mod decision;
+pub mod device;
 pub mod device_store;
 pub mod engine;
 pub mod envelope;

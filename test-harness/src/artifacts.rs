@@ -18,6 +18,28 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
+/// Builds the C device library (`libmqseal_device.so`, `.a`) with the test's
+/// profile, once per process, and returns the directory holding it.
+pub fn device_library_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let profile_dir = artifacts().cli.parent().expect("profile dir").to_path_buf();
+        let target_dir = profile_dir.parent().expect("target dir");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", "mqseal-device-ffi"])
+            .env("CARGO_TARGET_DIR", target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        assert!(build.status().expect("run cargo build").success(), "building libmqseal_device failed");
+        assert!(profile_dir.join("libmqseal_device.so").exists(), "libmqseal_device.so missing after build");
+        profile_dir
+    })
+}
+
 /// Builds the plugin and the CLI with the same profile as the running test binary
 /// (a no-op when they are up to date) and returns their paths.
 pub fn artifacts() -> &'static Artifacts {

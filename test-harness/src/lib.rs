@@ -13,6 +13,7 @@ pub mod bench;
 pub mod broker;
 pub mod clients;
 pub mod fleet;
+pub mod line_process;
 pub mod mqtt_wire;
 pub mod tmpfs;
 
