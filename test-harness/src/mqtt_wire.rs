@@ -81,7 +81,17 @@ fn connect_and_read_connack(port: u16, connect: &[u8], timeout: Duration) -> std
 /// Connects, sends CONNECT, and returns the CONNACK return code, or an error if the
 /// broker does not answer with a CONNACK within `timeout`.
 pub fn connack_code(port: u16, client_id: &str, timeout: Duration) -> std::io::Result<u8> {
-    let (mut stream, connack) = connect_and_read_connack(port, &connect_packet(client_id, None, None), timeout)?;
+    connack_code_of(port, &connect_packet(client_id, None, None), timeout)
+}
+
+/// Connects with credentials and returns the CONNACK return code (0 = accepted,
+/// 5 = not authorised).
+pub fn connack_code_with(port: u16, client_id: &str, username: &str, password: &[u8], timeout: Duration) -> std::io::Result<u8> {
+    connack_code_of(port, &connect_packet(client_id, Some(username), Some(password)), timeout)
+}
+
+fn connack_code_of(port: u16, connect: &[u8], timeout: Duration) -> std::io::Result<u8> {
+    let (mut stream, connack) = connect_and_read_connack(port, connect, timeout)?;
     if connack[0] != 0x20 || connack[1] != 0x02 {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a CONNACK: {connack:02x?}")));
     }
