@@ -81,24 +81,14 @@ impl Engine {
             return Decision::Allow;
         }
         let decision = self.authenticate(client_id, username, password);
-        match (decision, username, password) {
-            (Decision::Allow, Some(username), Some(password)) => {
-                if let Some(key) = self.login_key_of(username) {
-                    let binding = LoginBinding {
-                        client_id: client_id.into(),
-                        username: username.into(),
-                        password_sha256: sha256(password),
-                        key,
-                    };
-                    self.logins.by_connection.insert(connection, binding);
-                }
+        // A refusal leaves a binding alone: the broker ends a connection whose
+        // re-check fails, and its DISCONNECT removes the binding.
+        if let (Decision::Allow, Some(username), Some(password)) = (decision, username, password) {
+            if let Some(key) = self.login_key_of(username) {
+                let binding =
+                    LoginBinding { client_id: client_id.into(), username: username.into(), password_sha256: sha256(password), key };
+                self.logins.by_connection.insert(connection, binding);
             }
-            // A refused check of a bound connection (e.g. its device left the
-            // policy) ends that connection: the broker disconnects it.
-            (Decision::Deny(_), _, _) => {
-                self.logins.by_connection.remove(&connection);
-            }
-            _ => {}
         }
         decision
     }
