@@ -13,8 +13,9 @@
 //!   (a policy pushed over MQTT), as upstream's dynamic-security plugin kicks
 //!   clients from inside its CONTROL callback; never the client being checked.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mqseal_core::decision::{Access, Client, Decision};
@@ -50,6 +51,32 @@ const AUTH_CALLBACK: (c_int, Callback) = (Event::MOSQ_EVT_BASIC_AUTH as c_int, o
 /// persistent session's connection, which 2.1 no longer reports as DISCONNECT.
 const OFFLINE_CALLBACK: (c_int, Callback) = (broker_api::EVT_CLIENT_OFFLINE, on_disconnect);
 
+/// DISCONNECT and CLIENT_OFFLINE events seen by every instance in this broker:
+/// a kick that raised it disconnected someone. Process-wide, because a kick
+/// by username also reaches clients of other listeners, whose events go to
+/// their own instance. Touched only on the broker's thread.
+static DISCONNECTS_SEEN: AtomicU64 = AtomicU64::new(0);
+
+/// Some instance is carrying out kicks: a callback fired by one of them (a
+/// will's ACL check, into any instance) must not start more from inside the
+/// broker's disconnect; it leaves them queued.
+static KICKING: AtomicBool = AtomicBool::new(false);
+
+/// Clears [`KICKING`] however carrying out ends (a caught panic included).
+struct Kicking;
+
+impl Kicking {
+    fn begin() -> Option<Kicking> {
+        (!KICKING.swap(true, Ordering::Relaxed)).then_some(Kicking)
+    }
+}
+
+impl Drop for Kicking {
+    fn drop(&mut self) {
+        KICKING.store(false, Ordering::Relaxed);
+    }
+}
+
 /// One loaded plugin instance (one per listener with `per_listener_settings true`).
 /// Lives in the broker's userdata; only ever touched on the broker's thread.
 pub struct Instance {
@@ -61,9 +88,6 @@ pub struct Instance {
     /// The callbacks this instance registered (for cleanup).
     registered: Vec<(c_int, Callback)>,
     broker: &'static BrokerApi,
-    /// DISCONNECT and CLIENT_OFFLINE events seen: a kick that raised it
-    /// disconnected someone.
-    disconnects_seen: Cell<u64>,
 }
 
 impl Instance {
@@ -75,13 +99,21 @@ impl Instance {
         if broker.generation == Generation::V2_1 {
             registered.push(OFFLINE_CALLBACK);
         }
-        Instance { identifier, engine: RefCell::new(engine), registered, broker, disconnects_seen: Cell::new(0) }
+        Instance { identifier, engine: RefCell::new(engine), registered, broker }
     }
 
     /// Carries out `kicks` (no engine borrow may be held: a kick fires
     /// DISCONNECT, and a will's ACL check, into us) and reports each back.
     /// A kick of `current` (the client whose callback runs) waits for later.
     fn carry_out(&self, kicks: Vec<Kick>, current: Option<Client<'_>>) {
+        if kicks.is_empty() {
+            return;
+        }
+        let Some(_kicking) = Kicking::begin() else {
+            let mut engine = self.engine.borrow_mut();
+            kicks.into_iter().for_each(|kick| engine.requeue_kick(kick));
+            return;
+        };
         for kick in kicks {
             let is_current = current.is_some_and(|c| match &kick {
                 Kick::ClientId(id) => id == c.id,
@@ -91,7 +123,7 @@ impl Instance {
                 self.engine.borrow_mut().requeue_kick(kick);
                 continue;
             }
-            let before = self.disconnects_seen.get();
+            let before = DISCONNECTS_SEEN.load(Ordering::Relaxed);
             // Never pass NULL: the broker reads it as "every client" (by id) or
             // "every anonymous client" (by username).
             let found = match &kick {
@@ -106,7 +138,7 @@ impl Instance {
                     true
                 }),
             };
-            let disconnected = found == Some(true) && self.disconnects_seen.get() > before;
+            let disconnected = found == Some(true) && DISCONNECTS_SEEN.load(Ordering::Relaxed) > before;
             self.engine.borrow_mut().kick_carried_out(&kick, disconnected);
         }
     }
@@ -293,7 +325,7 @@ unsafe extern "C" fn on_reload(_event: c_int, _event_data: *mut c_void, userdata
             engine.take_kicks()
         };
         instance.carry_out(kicks, None);
-        instance.broker.reload_answer()
+        answer
     })
 }
 
@@ -342,7 +374,7 @@ unsafe extern "C" fn on_disconnect(_event: c_int, event_data: *mut c_void, userd
         // mosquitto_evt_client_offline has the same layout) the broker passes a
         // mosquitto_evt_disconnect.
         let (ev, instance) = unsafe { (&*event_data.cast::<sys::mosquitto_evt_disconnect>(), instance(userdata)) };
-        instance.disconnects_seen.set(instance.disconnects_seen.get() + 1);
+        DISCONNECTS_SEEN.fetch_add(1, Ordering::Relaxed);
         let mut engine = instance.engine.borrow_mut();
         engine.connection_closed(ConnectionId(ev.client as usize));
         // SAFETY: the client is still live during its disconnect event.
