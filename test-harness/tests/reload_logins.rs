@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use test_harness::clients::OwnClient;
-use test_harness::mqtt_wire::connack_code_with;
+use test_harness::mqtt_wire::{connack_code_with, connect_persistent};
 use test_harness::{Broker, Fleet};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -159,4 +159,33 @@ fn a_token_still_opens_no_new_connection_after_a_sighup() {
     assert!(broker.wait_for_log(&format!("refused login of client '{id}' (username Some(\"{id}\")): login-reused"), WAIT), "{}", broker.log());
     // The device's own connection survived both attempts and both reloads.
     assert_all_deliver(&mut alive, "after the replays", &broker);
+}
+
+#[test]
+fn an_offline_persistent_session_is_not_rechecked_as_a_live_connection_and_resumes_with_a_new_login() {
+    let fleet = fleet_of(2);
+    let broker = key_login_broker(&fleet);
+    let mut alive = connect_all(&fleet, &broker, 1);
+    let id = device(1);
+    let token = fleet.login_token(&id, &id);
+    let (mut stream, present, code) = connect_persistent(broker.port(), &id, &id, token.as_bytes(), WAIT).expect("CONNACK");
+    assert_eq!((present, code), (false, 0), "a new persistent session\n{}", broker.log());
+    // A clean DISCONNECT: the session stays in the broker without a connection
+    // (2.0 reports DISCONNECT, 2.1 CLIENT_OFFLINE: either ends the login binding).
+    use std::io::Write;
+    stream.write_all(&[0xe0, 0x00]).expect("DISCONNECT");
+    drop(stream);
+    assert!(broker.wait_for_log(&format!("Received DISCONNECT from {id}"), WAIT), "{}", broker.log());
+
+    // The broker re-checks the offline session with its stored token: a new login's rules apply.
+    sighup_and_wait(&broker, "loaded on reload", 1);
+    let refused = format!("refused login of client '{id}' (username Some(\"{id}\")): login-reused");
+    assert!(broker.wait_for_log(&refused, WAIT), "the offline session's token was accepted again\n{}", broker.log());
+    assert_all_deliver(&mut alive, "after the re-check", &broker);
+
+    // Its device logs in anew and gets its session back.
+    let fresh = fleet.login_token(&id, &id);
+    let (_stream, present, code) = connect_persistent(broker.port(), &id, &id, fresh.as_bytes(), WAIT).expect("CONNACK");
+    assert_eq!(code, 0, "the device logs in again\n{}", broker.log());
+    assert!(present, "the persistent session survived the reload\n{}", broker.log());
 }
