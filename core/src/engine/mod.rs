@@ -819,6 +819,11 @@ impl Engine {
         // The broker re-checks every client's login right after this event.
         self.logins.open_recheck_window();
         if !self.ticks_seen {
+            self.host.log(
+                LogLevel::Info,
+                "the broker has not ticked yet (Mosquitto 2.0.11 never does with per_listener_settings true): \
+                 loading the policy on the broker thread",
+            );
             self.reload_on_this_thread();
             return;
         }
