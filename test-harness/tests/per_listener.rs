@@ -1,7 +1,7 @@
 //! Two listeners, each with its own mqseal instance (own realm, policy and
 //! audit log): 2.0's `per_listener_settings true`, 2.1's `plugin_load NAME PATH`
-//! + `plugin_use NAME`. Each instance's kicks (a flood, a revoked device) really
-//! happen within 1 s, also on 2.0.11, whose TICK never runs with
+//! with `plugin_use NAME`. Each instance's kicks (a flood, a revoked device)
+//! really happen within 1 s, also on 2.0.11, whose TICK never runs with
 //! `per_listener_settings true`, and the audit log records exactly the kicks
 //! that happened.
 
