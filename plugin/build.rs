@@ -14,15 +14,22 @@ fn main() {
         .filter(|dir| !dir.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/include"));
-    for header in ["mosquitto.h", "mosquitto_broker.h", "mosquitto_plugin.h"] {
+    for header in ["mosquitto.h", "mosquitto_broker.h", "mosquitto_plugin.h", "mosquitto/broker.h"] {
         println!("cargo:rerun-if-changed={}", include_dir.join(header).display());
+    }
+    // 2.1's headers live in mosquitto/ (the old names are shims). With them,
+    // src/broker_api.rs checks its hand-written 2.1 declarations against the
+    // generated ones at compile time.
+    println!("cargo::rustc-check-cfg=cfg(mqseal_headers_2_1)");
+    if include_dir.join("mosquitto/broker.h").exists() {
+        println!("cargo:rustc-cfg=mqseal_headers_2_1");
     }
 
     let bindings = bindgen::Builder::default()
         .header(wrapper.to_string_lossy())
         .clang_arg(format!("-I{}", include_dir.display()))
         // What the plugin uses: broker functions, event structs, constants.
-        .allowlist_function("mosquitto_(callback_register|callback_unregister|log_printf|client_id|client_username|client_protocol_version|kick_client_by_clientid|kick_client_by_username|malloc|free)")
+        .allowlist_function("mosquitto_(callback_register|callback_unregister|log_printf|client_id|client_username|client_protocol_version|kick_client_by_clientid|kick_client_by_username|malloc|free|plugin_set_info)")
         .allowlist_type("mosquitto_(evt_.*|opt|plugin_id_t)")
         .allowlist_type("mosq_err_t|mosquitto_plugin_event")
         .allowlist_var("MOSQ_(ACL|LOG)_.*")

@@ -1,14 +1,30 @@
-//! The five broker events mqseal listens to, each translated into one engine call.
+//! The broker events mqseal listens to, each translated into one engine call.
+//!
+//! Kicks. The engine decides them; the plugin carries them out, and tells the
+//! engine which disconnected someone (only those are audit records):
+//! - a flooding client is disconnected by the broker itself: its own ACL check
+//!   answers MOSQ_ERR_AUTH, which makes `handle__publish` end the connection
+//!   (any code but SUCCESS and ACL_DENIED does, on 2.0 and 2.1);
+//! - other kicks happen on the next TICK, outside any other callback, and right
+//!   after a RELOAD (main-loop context, where the broker itself disconnects
+//!   clients that fail its re-check next);
+//! - where the broker has never ticked (2.0.11 with `per_listener_settings
+//!   true` never does), also at the end of the ACL check that decided them
+//!   (a policy pushed over MQTT), as upstream's dynamic-security plugin kicks
+//!   clients from inside its CONTROL callback; never the client being checked.
 
 use std::cell::RefCell;
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use mqseal_core::decision::{Access, Client, Decision};
 use mqseal_core::config::AuthMode;
-use mqseal_core::engine::{Engine, Kick};
+use mqseal_core::engine::{ConnectionId, Engine, Kick};
 use mqseal_core::host::LogLevel;
 
 use crate::boundary::guard;
+use crate::broker_api::{self, BrokerApi, Generation};
 use crate::cstr;
 use crate::log::log;
 use crate::sys;
@@ -18,19 +34,49 @@ use crate::sys::mosquitto_plugin_event as Event;
 type Callback = unsafe extern "C" fn(c_int, *mut c_void, *mut c_void) -> c_int;
 
 /// The events we always register, with their handlers.
-const CALLBACKS: [(Event, Callback); 5] = [
-    (Event::MOSQ_EVT_ACL_CHECK, on_acl_check),
-    (Event::MOSQ_EVT_MESSAGE, on_message),
-    (Event::MOSQ_EVT_RELOAD, on_reload),
-    (Event::MOSQ_EVT_TICK, on_tick),
-    (Event::MOSQ_EVT_DISCONNECT, on_disconnect),
+const CALLBACKS: [(c_int, Callback); 5] = [
+    (Event::MOSQ_EVT_ACL_CHECK as c_int, on_acl_check),
+    (Event::MOSQ_EVT_MESSAGE as c_int, on_message),
+    (Event::MOSQ_EVT_RELOAD as c_int, on_reload),
+    (Event::MOSQ_EVT_TICK as c_int, on_tick),
+    (Event::MOSQ_EVT_DISCONNECT as c_int, on_disconnect),
 ];
 
 /// Registered with `plugin_opt_auth key` (mqseal authenticates) and `defer` (mqseal
 /// refuses client ids the login does not own, and defers the rest to the mechanism
 /// that authenticates). Not with `none`: a registered callback that defers makes
 /// Mosquitto refuse every client with a username that no mechanism accepted.
-const AUTH_CALLBACK: (Event, Callback) = (Event::MOSQ_EVT_BASIC_AUTH, on_basic_auth);
+const AUTH_CALLBACK: (c_int, Callback) = (Event::MOSQ_EVT_BASIC_AUTH as c_int, on_basic_auth);
+
+/// Registered only on 2.1 (2.0 answers MOSQ_ERR_NOT_SUPPORTED): the end of a
+/// persistent session's connection, which 2.1 no longer reports as DISCONNECT.
+const OFFLINE_CALLBACK: (c_int, Callback) = (broker_api::EVT_CLIENT_OFFLINE, on_disconnect);
+
+/// DISCONNECT and CLIENT_OFFLINE events seen by every instance in this broker:
+/// a kick that raised it disconnected someone. Process-wide, because a kick
+/// by username also reaches clients of other listeners, whose events go to
+/// their own instance. Touched only on the broker's thread.
+static DISCONNECTS_SEEN: AtomicU64 = AtomicU64::new(0);
+
+/// Some instance is carrying out kicks: a callback fired by one of them (a
+/// will's ACL check, into any instance) must not start more from inside the
+/// broker's disconnect; it leaves them queued.
+static KICKING: AtomicBool = AtomicBool::new(false);
+
+/// Clears [`KICKING`] however carrying out ends (a caught panic included).
+struct Kicking;
+
+impl Kicking {
+    fn begin() -> Option<Kicking> {
+        (!KICKING.swap(true, Ordering::Relaxed)).then_some(Kicking)
+    }
+}
+
+impl Drop for Kicking {
+    fn drop(&mut self) {
+        KICKING.store(false, Ordering::Relaxed);
+    }
+}
 
 /// One loaded plugin instance (one per listener with `per_listener_settings true`).
 /// Lives in the broker's userdata; only ever touched on the broker's thread.
@@ -41,16 +87,61 @@ pub struct Instance {
     /// another) shows up as a caught panic, failing closed, instead of aliasing.
     engine: RefCell<Engine>,
     /// The callbacks this instance registered (for cleanup).
-    registered: Vec<(Event, Callback)>,
+    registered: Vec<(c_int, Callback)>,
+    broker: &'static BrokerApi,
 }
 
 impl Instance {
-    pub fn new(identifier: *mut sys::mosquitto_plugin_id_t, engine: Engine) -> Self {
+    pub fn new(identifier: *mut sys::mosquitto_plugin_id_t, engine: Engine, broker: &'static BrokerApi) -> Self {
         let mut registered = CALLBACKS.to_vec();
         if engine.config().auth != AuthMode::None {
             registered.push(AUTH_CALLBACK);
         }
-        Instance { identifier, engine: RefCell::new(engine), registered }
+        if broker.generation == Generation::V2_1 {
+            registered.push(OFFLINE_CALLBACK);
+        }
+        Instance { identifier, engine: RefCell::new(engine), registered, broker }
+    }
+
+    /// Carries out `kicks` (no engine borrow may be held: a kick fires
+    /// DISCONNECT, and a will's ACL check, into us) and reports each back.
+    /// A kick of `current` (the client whose callback runs) waits for later.
+    fn carry_out(&self, kicks: Vec<Kick>, current: Option<Client<'_>>) {
+        if kicks.is_empty() {
+            return;
+        }
+        let Some(_kicking) = Kicking::begin() else {
+            let mut engine = self.engine.borrow_mut();
+            kicks.into_iter().for_each(|kick| engine.requeue_kick(kick));
+            return;
+        };
+        for kick in kicks {
+            let is_current = current.is_some_and(|c| match &kick {
+                Kick::ClientId(id) => id == c.id,
+                Kick::Username(name) => Some(name.as_str()) == c.username,
+            });
+            if is_current {
+                self.engine.borrow_mut().requeue_kick(kick);
+                continue;
+            }
+            let before = DISCONNECTS_SEEN.load(Ordering::Relaxed);
+            // Never pass NULL: the broker reads it as "every client" (by id) or
+            // "every anonymous client" (by username).
+            let found = match &kick {
+                Kick::ClientId(id) => std::ffi::CString::new(id.as_str()).ok().map(|id| {
+                    // SAFETY: a valid C string; called on the broker's thread, outside
+                    // any iteration over the clients (see the module notes).
+                    unsafe { sys::mosquitto_kick_client_by_clientid(id.as_ptr(), false) == MOSQ_ERR_SUCCESS }
+                }),
+                Kick::Username(name) => std::ffi::CString::new(name.as_str()).ok().map(|name| {
+                    // SAFETY: as above. Always SUCCESS: whether anyone went is seen below.
+                    unsafe { sys::mosquitto_kick_client_by_username(name.as_ptr(), false) };
+                    true
+                }),
+            };
+            let disconnected = found == Some(true) && DISCONNECTS_SEEN.load(Ordering::Relaxed) > before;
+            self.engine.borrow_mut().kick_carried_out(&kick, disconnected);
+        }
     }
 
     pub fn log_started(&self) {
@@ -59,8 +150,9 @@ impl Instance {
         log(
             LogLevel::Notice,
             &format!(
-                "plugin {} loaded (policy {}, audit log {}, unprotected {:?}, auth {:?})",
+                "plugin {} loaded in {} (policy {}, audit log {}, unprotected {:?}, auth {:?})",
                 env!("CARGO_PKG_VERSION"),
+                self.broker.describe(),
                 cfg.policy.display(),
                 cfg.audit_log.display(),
                 cfg.unprotected,
@@ -86,12 +178,12 @@ pub unsafe fn register_all(instance: *mut Instance) -> c_int {
         // SAFETY: identifier is the broker's handle for this plugin; callback has the
         // generic callback signature; instance outlives the registration.
         let rc = unsafe {
-            sys::mosquitto_callback_register(identifier, *event as c_int, Some(*callback), std::ptr::null(), instance.cast())
+            sys::mosquitto_callback_register(identifier, *event, Some(*callback), std::ptr::null(), instance.cast())
         };
         if rc != MOSQ_ERR_SUCCESS {
             for (event, callback) in &callbacks[..done] {
                 // SAFETY: undoing a registration that succeeded just above.
-                unsafe { sys::mosquitto_callback_unregister(identifier, *event as c_int, Some(*callback), std::ptr::null()) };
+                unsafe { sys::mosquitto_callback_unregister(identifier, *event, Some(*callback), std::ptr::null()) };
             }
             return rc;
         }
@@ -108,7 +200,7 @@ pub unsafe fn unregister_all(instance: *mut Instance) {
     let (identifier, callbacks) = unsafe { ((*instance).identifier, &(*instance).registered) };
     for (event, callback) in callbacks {
         // SAFETY: these are exactly the registrations made in register_all.
-        unsafe { sys::mosquitto_callback_unregister(identifier, *event as c_int, Some(*callback), std::ptr::null()) };
+        unsafe { sys::mosquitto_callback_unregister(identifier, *event, Some(*callback), std::ptr::null()) };
     }
 }
 
@@ -157,7 +249,26 @@ unsafe extern "C" fn on_acl_check(_event: c_int, event_data: *mut c_void, userda
         let Some(client) = (unsafe { client(ev.client) }) else { return MOSQ_ERR_ACL_DENIED };
         let Ok(Some(topic)) = (unsafe { cstr::utf8(ev.topic) }) else { return MOSQ_ERR_ACL_DENIED };
         let payload = unsafe { cstr::bytes(ev.payload, ev.payloadlen) };
-        let decision = instance.engine.borrow_mut().acl_check(client, access, topic, payload);
+        let (decision, flood_kick, kicks) = {
+            let mut engine = instance.engine.borrow_mut();
+            let decision = engine.acl_check(client, access, topic, payload);
+            let flood_kick = match (access, decision) {
+                (Access::Write, Decision::Deny(_)) => engine.take_kick_of(client.id),
+                _ => None,
+            };
+            // A policy pushed over MQTT may have decided kicks; where no tick will
+            // come, they are carried out here (see the module notes).
+            // Only in a publish's check: a delivery's runs inside the broker's loop
+            // over subscribers.
+            let kicks = if access == Access::Write && !engine.has_ticked() { engine.take_kicks() } else { Vec::new() };
+            (decision, flood_kick, kicks)
+        };
+        instance.carry_out(kicks, Some(client));
+        if let Some(kick) = flood_kick {
+            // The broker disconnects the client on this answer.
+            instance.engine.borrow_mut().kick_carried_out(&kick, true);
+            return MOSQ_ERR_AUTH;
+        }
         acl_code(&decision)
     })
 }
@@ -175,7 +286,8 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, event_data: *mut c_void, userd
             // SAFETY: a NUL-terminated string owned by the client context.
             Some(unsafe { std::ffi::CStr::from_ptr(ev.password) }.to_bytes())
         };
-        match instance.engine.borrow_mut().authenticate(client_id, username, password) {
+        let connection = ConnectionId(ev.client as usize);
+        match instance.engine.borrow_mut().login(connection, client_id, username, password) {
             Decision::Allow => MOSQ_ERR_SUCCESS,
             Decision::Deny(_) => MOSQ_ERR_AUTH,
             Decision::Defer => MOSQ_ERR_PLUGIN_DEFER,
@@ -200,50 +312,75 @@ unsafe extern "C" fn on_message(_event: c_int, event_data: *mut c_void, userdata
 }
 
 unsafe extern "C" fn on_reload(_event: c_int, _event_data: *mut c_void, userdata: *mut c_void) -> c_int {
-    // Always DEFER, even on failure, so that the other plugins reload too; a failed
-    // reload keeps the previous policy inside the engine.
-    guard("reload", MOSQ_ERR_PLUGIN_DEFER, || {
+    // The same answer even on failure (a failed reload keeps the previous policy
+    // inside the engine): DEFER on 2.0, so that the other plugins reload too;
+    // SUCCESS on 2.1, which terminates on any other answer.
+    let answer = BrokerApi::detect().reload_answer();
+    guard("reload", answer, || {
         // SAFETY: our registered userdata.
         let instance = unsafe { instance(userdata) };
-        instance.engine.borrow_mut().reload();
-        MOSQ_ERR_PLUGIN_DEFER
+        let kicks = {
+            let mut engine = instance.engine.borrow_mut();
+            engine.reload();
+            // A reload on this thread (no ticks yet) has decided its kicks already.
+            engine.take_kicks()
+        };
+        instance.carry_out(kicks, None);
+        answer
     })
 }
 
-unsafe extern "C" fn on_tick(_event: c_int, _event_data: *mut c_void, userdata: *mut c_void) -> c_int {
+unsafe extern "C" fn on_tick(_event: c_int, event_data: *mut c_void, userdata: *mut c_void) -> c_int {
     guard("tick", MOSQ_ERR_SUCCESS, || {
         // SAFETY: our registered userdata.
         let instance = unsafe { instance(userdata) };
         // Take the work out first, then call the broker with no borrow held: kicking a
         // client fires DISCONNECT, which re-enters us.
         let kicks = instance.engine.borrow_mut().tick();
-        for kick in kicks {
-            // Never pass NULL: the broker reads it as "every client" (by id) or
-            // "every anonymous client" (by username).
-            match kick {
-                Kick::ClientId(id) => {
-                    let Ok(id) = std::ffi::CString::new(id) else { continue };
-                    // SAFETY: a valid C string; called on the broker's thread during TICK.
-                    unsafe { sys::mosquitto_kick_client_by_clientid(id.as_ptr(), false) };
-                }
-                Kick::Username(name) => {
-                    let Ok(name) = std::ffi::CString::new(name) else { continue };
-                    // SAFETY: as above.
-                    unsafe { sys::mosquitto_kick_client_by_username(name.as_ptr(), false) };
-                }
-            }
+        instance.carry_out(kicks, None);
+        if instance.broker.generation == Generation::V2_1 && !event_data.is_null() {
+            let wait = instance.engine.borrow().next_tick_in();
+            // SAFETY: for MOSQ_EVT_TICK 2.1 passes its mosquitto_evt_tick, laid out as
+            // EvtTick (checked at compile time against 2.1's header), writable by us.
+            ask_for_next_tick(unsafe { &mut *event_data.cast::<broker_api::EvtTick>() }, wait);
         }
         MOSQ_ERR_SUCCESS
     })
 }
 
+/// Tells 2.1 to run its loop again within `wait` and to call our tick then.
+///
+/// 2.1.2 (`src/plugin_tick.c`) calls a tick callback only once its next-tick
+/// time, now + `next_s` s + `next_ms` ms (nanoseconds carried into seconds
+/// once), has passed, and bounds the loop's sleep (built without websockets:
+/// up to a day) only by the callbacks it called in that pass. Plain `next_ms`
+/// is therefore forgotten whenever a pass comes earlier (any network traffic),
+/// and the pass after it may sleep past our deadline. Answering
+/// `next_s = -2, next_ms = 2000 + wait` makes the loop's bound
+/// `next_s * 1000 + next_ms = wait`, while the next-tick time, carried once,
+/// lies a second in the past: we are called on every pass, as on 2.0, and every
+/// pass sleeps at most until our nearest deadline. Should a later version carry
+/// fully, the next-tick time becomes now + `wait`: plain `next_ms`.
+fn ask_for_next_tick(tick: &mut broker_api::EvtTick, wait: Duration) {
+    // 0 would mean "no wish" (loop__update_next_event ignores it).
+    let wait_ms = wait.as_millis().clamp(1, 1000) as std::ffi::c_long;
+    tick.next_s = -2;
+    tick.next_ms = 2000 + wait_ms;
+}
+
+/// DISCONNECT, and on 2.1 CLIENT_OFFLINE (the same struct).
 unsafe extern "C" fn on_disconnect(_event: c_int, event_data: *mut c_void, userdata: *mut c_void) -> c_int {
     guard("disconnect", MOSQ_ERR_SUCCESS, || {
-        // SAFETY: for MOSQ_EVT_DISCONNECT the broker passes a mosquitto_evt_disconnect.
+        // SAFETY: for MOSQ_EVT_DISCONNECT (and 2.1's CLIENT_OFFLINE, whose struct
+        // mosquitto_evt_client_offline has the same layout) the broker passes a
+        // mosquitto_evt_disconnect.
         let (ev, instance) = unsafe { (&*event_data.cast::<sys::mosquitto_evt_disconnect>(), instance(userdata)) };
+        DISCONNECTS_SEEN.fetch_add(1, Ordering::Relaxed);
+        let mut engine = instance.engine.borrow_mut();
+        engine.connection_closed(ConnectionId(ev.client as usize));
         // SAFETY: the client is still live during its disconnect event.
         if let Some(client) = unsafe { client(ev.client) } {
-            instance.engine.borrow_mut().on_disconnect(client);
+            engine.on_disconnect(client);
         }
         MOSQ_ERR_SUCCESS
     })

@@ -6,6 +6,7 @@
 //! and every failure refuses access.
 
 mod boundary;
+mod broker_api;
 mod callbacks;
 mod cstr;
 mod log;
@@ -86,7 +87,14 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 return MOSQ_ERR_INVAL;
             }
         };
-        let instance = Box::new(Instance::new(identifier, engine));
+        let broker = broker_api::BrokerApi::detect();
+        // SAFETY: identifier is the broker's handle for this plugin, during init.
+        if let Some(rc) = unsafe { broker.set_plugin_info(identifier) } {
+            if rc != MOSQ_ERR_SUCCESS {
+                log(LogLevel::Warning, &format!("the broker refused the plugin's name and version (error {rc})"));
+            }
+        }
+        let instance = Box::new(Instance::new(identifier, engine, broker));
         let instance_ptr = Box::into_raw(instance);
         // SAFETY: instance_ptr is a fresh, valid Box pointer; the callbacks receive it as
         // userdata and it stays alive until mosquitto_plugin_cleanup reclaims it.

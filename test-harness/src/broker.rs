@@ -25,6 +25,24 @@ pub fn mosquitto_binary() -> PathBuf {
     }
 }
 
+/// The version of the broker binary the tests run, from `mosquitto -h`
+/// ("mosquitto version 2.1.2"): (major, minor, patch).
+pub fn mosquitto_version() -> (u32, u32, u32) {
+    static VERSION: std::sync::OnceLock<(u32, u32, u32)> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let binary = mosquitto_binary();
+        let out = Command::new(&binary).arg("-h").output().unwrap_or_else(|e| panic!("cannot run {} ({e})", binary.display()));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let version = text
+            .split("mosquitto version ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no version in `{} -h`:\n{text}", binary.display()));
+        let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    })
+}
+
 /// How long a broker may take to accept its first connection.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -27,15 +27,15 @@ fn utf8_field(s: &[u8], out: &mut Vec<u8>) {
 
 /// An MQTT 3.1.1 CONNECT packet (clean session, keepalive 30 s).
 pub fn connect_packet(client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> Vec<u8> {
-    build_connect(client_id, username, password, None)
+    build_connect(client_id, username, password, None, true)
 }
 
 /// The one CONNECT encoder: flags, then the payload fields in the order MQTT 3.1.1 §3.1.3 fixes.
-fn build_connect(client_id: &str, username: Option<&str>, password: Option<&[u8]>, will: Option<&Will<'_>>) -> Vec<u8> {
+fn build_connect(client_id: &str, username: Option<&str>, password: Option<&[u8]>, will: Option<&Will<'_>>, clean: bool) -> Vec<u8> {
     let mut body = Vec::new();
     utf8_field(b"MQTT", &mut body);
     body.push(4); // protocol level 3.1.1
-    let mut flags = 0x02; // clean session
+    let mut flags = if clean { 0x02 } else { 0x00 }; // clean session
     if let Some(will) = will {
         flags |= 0x04 | ((will.qos & 0x03) << 3); // will flag, will QoS
         if will.retain {
@@ -81,13 +81,35 @@ fn connect_and_read_connack(port: u16, connect: &[u8], timeout: Duration) -> std
 /// Connects, sends CONNECT, and returns the CONNACK return code, or an error if the
 /// broker does not answer with a CONNACK within `timeout`.
 pub fn connack_code(port: u16, client_id: &str, timeout: Duration) -> std::io::Result<u8> {
-    let (mut stream, connack) = connect_and_read_connack(port, &connect_packet(client_id, None, None), timeout)?;
+    connack_code_of(port, &connect_packet(client_id, None, None), timeout)
+}
+
+/// Connects with credentials and returns the CONNACK return code (0 = accepted,
+/// 5 = not authorised).
+pub fn connack_code_with(port: u16, client_id: &str, username: &str, password: &[u8], timeout: Duration) -> std::io::Result<u8> {
+    connack_code_of(port, &connect_packet(client_id, Some(username), Some(password)), timeout)
+}
+
+fn connack_code_of(port: u16, connect: &[u8], timeout: Duration) -> std::io::Result<u8> {
+    let (mut stream, connack) = connect_and_read_connack(port, connect, timeout)?;
     if connack[0] != 0x20 || connack[1] != 0x02 {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a CONNACK: {connack:02x?}")));
     }
     // Polite goodbye: DISCONNECT.
     let _ = stream.write_all(&[0xe0, 0x00]);
     Ok(connack[3])
+}
+
+/// Connects with `clean session` off (a persistent 3.1.1 session) and returns the
+/// open socket, whether the broker had a session for the client id, and the
+/// CONNACK return code.
+pub fn connect_persistent(port: u16, client_id: &str, username: &str, password: &[u8], timeout: Duration) -> std::io::Result<(TcpStream, bool, u8)> {
+    let connect = build_connect(client_id, Some(username), Some(password), None, false);
+    let (stream, connack) = connect_and_read_connack(port, &connect, timeout)?;
+    if connack[0] != 0x20 || connack[1] != 0x02 {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a CONNACK: {connack:02x?}")));
+    }
+    Ok((stream, connack[2] & 0x01 == 1, connack[3]))
 }
 
 /// A last will carried in a CONNECT packet.
@@ -100,7 +122,7 @@ pub struct Will<'a> {
 
 /// An MQTT 3.1.1 CONNECT packet with a will (clean session, keepalive 30 s).
 pub fn connect_packet_with_will(client_id: &str, username: Option<&str>, password: Option<&[u8]>, will: &Will<'_>) -> Vec<u8> {
-    build_connect(client_id, username, password, Some(will))
+    build_connect(client_id, username, password, Some(will), true)
 }
 
 /// Connects with a will and returns the open socket (after a successful CONNACK),

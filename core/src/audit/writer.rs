@@ -492,6 +492,19 @@ impl AuditLog {
         }
     }
 
+    /// When a parked writer must be woken by [`AuditLog::tick`] (a checkpoint
+    /// falls due); `None` while the writer runs (it keeps its own deadlines) or
+    /// has nothing due.
+    pub fn wake_deadline(&self) -> Option<Instant> {
+        if !self.shared.parked.load(Ordering::Acquire) {
+            return None;
+        }
+        match self.shared.wake_at_ms.load(Ordering::Acquire) {
+            NO_DEADLINE => None,
+            ms => Some(self.shared.epoch + Duration::from_millis(ms)),
+        }
+    }
+
     /// Whether the writer thread is parked (no thread exists right now).
     pub fn is_parked(&self) -> bool {
         self.shared.parked.load(Ordering::Acquire)

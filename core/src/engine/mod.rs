@@ -15,7 +15,10 @@
 
 mod client_ids;
 mod control_plane;
+mod login_binding;
 mod withheld;
+
+pub use login_binding::ConnectionId;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -64,9 +67,12 @@ pub const CLEAN_SHUTDOWN_MARKER: &str = "clean-shutdown";
 /// counted and summarised, so a flood cannot flood the log too.
 const LOG_LINES_PER_SECOND: u32 = 20;
 
-/// A client the engine wants disconnected; the plugin does it on the next TICK,
-/// outside any other callback.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A client the engine wants disconnected. The plugin carries it out (on the
+/// next TICK, or where the broker never ticks, at the end of the callback that
+/// decided it) and reports back with [`Engine::kick_carried_out`]: the
+/// `client.kicked` audit record is written only for a kick that disconnected
+/// someone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Kick {
     ClientId(String),
     Username(String),
@@ -157,6 +163,10 @@ pub struct Engine {
     /// Device id → version of the last key bundle accepted on its control topic.
     bundle_versions: HashMap<Box<str>, u64>,
     pending_kicks: Vec<Kick>,
+    /// For each kick handed out and not yet reported: what to record once it happened.
+    kick_notes: HashMap<Kick, KickNote>,
+    /// Accepted key logins by connection, for the broker's re-check on reload.
+    logins: login_binding::LoginBindings,
     /// Held for the engine's life: one writer per audit log (`<audit_log>.lock`).
     _audit_lock: std::fs::File,
     /// The broker key, to sign the state snapshot at shutdown (crate::state).
@@ -200,6 +210,19 @@ struct LoadedInBackground {
     base: Arc<CompiledPolicy>,
     revoked: Vec<Revocation>,
 }
+
+/// Why a kick was decided, recorded when it has happened.
+struct KickNote {
+    label: String,
+    reason: &'static str,
+}
+
+/// How often the tick does its housekeeping (flood windows, audit problems).
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+
+/// While a background reload loads, the tick polls for its result this often
+/// (the broker asks for its next tick only this late; see [`Engine::next_tick_in`]).
+const RELOAD_POLL_EVERY: Duration = Duration::from_millis(10);
 
 /// Policies with more devices than this are freed on a helper thread after a
 /// reload (half a second for a million devices).
@@ -363,6 +386,8 @@ impl Engine {
             epochs_seen: Default::default(),
             bundle_versions: HashMap::new(),
             pending_kicks: Vec::new(),
+            kick_notes: HashMap::new(),
+            logins: Default::default(),
             _audit_lock: audit_lock,
             snapshot_key,
             crash_floor_ms,
@@ -841,11 +866,48 @@ impl Engine {
     }
 
     fn kick(&mut self, kick: Kick, client_label: &str, why: &str, reason: &'static str) {
-        self.stats.clients_kicked += 1;
         self.host.log(LogLevel::Warning, &format!("disconnecting client '{client_label}': {why}"));
-        // Every kick is recorded: held if the log cannot take it right now.
-        self.record_decided(AuditEvent::ClientKicked { client: client_label.to_string(), reason: reason.into() });
+        if self.kick_notes.insert(kick.clone(), KickNote { label: client_label.to_string(), reason }).is_none() {
+            self.pending_kicks.push(kick);
+        }
+    }
+
+    /// Takes the kicks decided so far, for the plugin to carry out now.
+    pub fn take_kicks(&mut self) -> Vec<Kick> {
+        std::mem::take(&mut self.pending_kicks)
+    }
+
+    /// Puts back a kick the plugin could not carry out yet (it targets the
+    /// client whose callback was running).
+    pub fn requeue_kick(&mut self, kick: Kick) {
         self.pending_kicks.push(kick);
+    }
+
+    /// Takes a pending kick of the client `client_id` itself (a flood), which
+    /// the plugin carries out by answering the client's own ACL check with a
+    /// code that makes the broker disconnect it.
+    pub fn take_kick_of(&mut self, client_id: &str) -> Option<Kick> {
+        let at = self.pending_kicks.iter().position(|k| matches!(k, Kick::ClientId(id) if id == client_id))?;
+        Some(self.pending_kicks.remove(at))
+    }
+
+    /// The plugin carried out `kick`: `disconnected` says whether it
+    /// disconnected anyone. Only then is it recorded (`client.kicked`).
+    pub fn kick_carried_out(&mut self, kick: &Kick, disconnected: bool) {
+        let Some(note) = self.kick_notes.remove(kick) else { return };
+        if disconnected {
+            self.stats.clients_kicked += 1;
+            // Every kick that happened is recorded: held if the log cannot take it right now.
+            self.record_decided(AuditEvent::ClientKicked { client: note.label, reason: note.reason.into() });
+        } else {
+            self.host.log(LogLevel::Info, &format!("client '{}' was no longer connected: nobody to disconnect", note.label));
+        }
+    }
+
+    /// Whether the broker has called [`Engine::tick`] yet (2.0.11 never does
+    /// with `per_listener_settings true`).
+    pub fn has_ticked(&self) -> bool {
+        self.ticks_seen
     }
 
     fn check_delivery(&mut self, client: Client<'_>, topic: &str, payload: &[u8]) -> Decision {
@@ -924,7 +986,7 @@ impl Engine {
             filter: filter_text.to_string(),
             reason: Token::Borrowed(reason.0),
         });
-        if self.flood.record_bad(client.id, Instant::now()) {
+        if reason.blames_client() && self.flood.record_bad(client.id, Instant::now()) {
             let why = format!("more than {} refused publishes and subscriptions within {:?}", self.config.flood_limit, self.config.flood_window);
             self.kick(Kick::ClientId(client.id.to_string()), client.id, &why, crate::reasons::FLOOD);
         }
@@ -942,7 +1004,14 @@ impl Engine {
     /// next tick after it finishes installs it (see [`PendingReload`]); before
     /// that (and if no thread can be started) it loads here, at once.
     pub fn reload(&mut self) {
+        // The broker re-checks every client's login right after this event.
+        self.logins.open_recheck_window();
         if !self.ticks_seen {
+            self.host.log(
+                LogLevel::Info,
+                "the broker has not ticked yet (Mosquitto 2.0.11 never does with per_listener_settings true): \
+                 loading the policy on the broker thread",
+            );
             self.reload_on_this_thread();
             return;
         }
@@ -1080,13 +1149,15 @@ impl Engine {
     /// Periodic work on the broker thread; returns clients to disconnect.
     pub fn tick(&mut self) -> Vec<Kick> {
         self.ticks_seen = true;
+        // The broker's re-check of logins after a reload has run by now.
+        self.logins.close_recheck_window();
         self.poll_reload();
         if let Some(audit) = &self.audit {
             // Wakes a parked audit writer when its checkpoint falls due.
             audit.tick();
         }
         let now = Instant::now();
-        if now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
+        if now.duration_since(self.last_housekeeping) >= HOUSEKEEPING_EVERY {
             self.last_housekeeping = now;
             self.flood.expire(now);
             if self.withheld.over_capacity() {
@@ -1100,7 +1171,26 @@ impl Engine {
                 }
             }
         }
-        std::mem::take(&mut self.pending_kicks)
+        self.take_kicks()
+    }
+
+    /// How soon the engine needs its next tick: the nearest of its deadlines
+    /// (pending kicks at once, a background reload's result, a parked audit
+    /// writer's checkpoint, housekeeping). Mosquitto 2.1 built without
+    /// websockets sleeps until its next event unless told (`next_ms`).
+    pub fn next_tick_in(&self) -> Duration {
+        let now = Instant::now();
+        if !self.pending_kicks.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut next = (self.last_housekeeping + HOUSEKEEPING_EVERY).saturating_duration_since(now);
+        if self.pending_reload.is_some() {
+            next = next.min(RELOAD_POLL_EVERY);
+        }
+        if let Some(wake) = self.audit.as_ref().and_then(|audit| audit.wake_deadline()) {
+            next = next.min(wake.saturating_duration_since(now));
+        }
+        next
     }
 
     pub fn on_disconnect(&mut self, client: Client<'_>) {
