@@ -74,8 +74,6 @@ typedef enum {
   MQSEAL_KEY_NOT_A_FILE = 118,
   // `key-malformed`
   MQSEAL_KEY_MALFORMED = 119,
-  // `key-unsupported-alg`
-  MQSEAL_KEY_UNSUPPORTED_ALG = 120,
   // `key-wrong-kind`
   MQSEAL_KEY_WRONG_KIND = 121,
   // `key-bad-public`

@@ -35,9 +35,10 @@ fn write_signed(dir: &Path, policy: &Policy) {
     std::fs::write(dir.join("policy.json"), policy.sign(&broker::authority()).expect("sign")).expect("write policy");
 }
 
-/// Device `i`'s fresh token for client id `c<i>`: (client id, username, token).
+/// Device `i`'s fresh token for client id `<device id>-c` (a client id of its
+/// own, docs/POLICY.md §3.5): (client id, username, token).
 fn token(i: usize) -> (String, String, String) {
-    let (client, user) = (format!("c{i}"), fleet::username(i));
+    let (client, user) = (format!("{}-c", fleet::device_id(i)), fleet::username(i));
     let now = mqseal_core::device_store::unix_millis();
     let token = make_token(&fleet::device_signing_key(i), &client, &user, now);
     (client, user, token)

@@ -67,8 +67,8 @@ pub enum mqseal_result {
     MQSEAL_KEY_NOT_A_FILE = 118,
     /// `key-malformed`
     MQSEAL_KEY_MALFORMED = 119,
-    /// `key-unsupported-alg`
-    MQSEAL_KEY_UNSUPPORTED_ALG = 120,
+    // 120 was `key-unsupported-alg` (now `key-wrong-kind`: the message names the
+    // algorithm found and the one expected); never reused.
     /// `key-wrong-kind`
     MQSEAL_KEY_WRONG_KIND = 121,
     /// `key-bad-public`
@@ -241,7 +241,6 @@ impl mqseal_result {
         mqseal_result::MQSEAL_KEY_PERMISSIONS,
         mqseal_result::MQSEAL_KEY_NOT_A_FILE,
         mqseal_result::MQSEAL_KEY_MALFORMED,
-        mqseal_result::MQSEAL_KEY_UNSUPPORTED_ALG,
         mqseal_result::MQSEAL_KEY_WRONG_KIND,
         mqseal_result::MQSEAL_KEY_BAD_PUBLIC,
         mqseal_result::MQSEAL_KEY_NON_CONTRIBUTORY,
@@ -340,7 +339,6 @@ impl mqseal_result {
             mqseal_result::MQSEAL_KEY_PERMISSIONS => "key-permissions",
             mqseal_result::MQSEAL_KEY_NOT_A_FILE => "key-not-a-file",
             mqseal_result::MQSEAL_KEY_MALFORMED => "key-malformed",
-            mqseal_result::MQSEAL_KEY_UNSUPPORTED_ALG => "key-unsupported-alg",
             mqseal_result::MQSEAL_KEY_WRONG_KIND => "key-wrong-kind",
             mqseal_result::MQSEAL_KEY_BAD_PUBLIC => "key-bad-public",
             mqseal_result::MQSEAL_KEY_NON_CONTRIBUTORY => "key-non-contributory",

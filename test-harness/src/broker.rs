@@ -17,10 +17,12 @@ pub const DEFAULT_MOSQUITTO: &str = "/usr/sbin/mosquitto";
 /// (`scripts/brokers` builds 2.0.21 and 2.1.x under `target/brokers/`).
 pub const MOSQUITTO_ENV: &str = "MQSEAL_MOSQUITTO";
 
-/// The broker binary the tests run: `$MQSEAL_MOSQUITTO`, or Debian's.
+/// The broker binary the tests run: `$MQSEAL_MOSQUITTO`, or Debian's. A relative
+/// path is taken from the workspace root (as in README's examples), since test
+/// binaries run in their package's directory and brokers in their own.
 pub fn mosquitto_binary() -> PathBuf {
     match std::env::var_os(MOSQUITTO_ENV) {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
+        Some(path) if !path.is_empty() => crate::artifacts::workspace_root().join(path),
         _ => PathBuf::from(DEFAULT_MOSQUITTO),
     }
 }

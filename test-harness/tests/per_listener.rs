@@ -55,6 +55,9 @@ impl Side {
             format!("audit_log {{dir}}/{n}/audit.jsonl"),
             format!("state_dir {{dir}}/{n}"),
             "unprotected allow".to_string(),
+            // The flooder is no device and logs in with a bare username: nothing
+            // authenticates usernames here.
+            "auth none".to_string(),
             format!("flood_limit {FLOOD_LIMIT}"),
         ]
         .into_iter()
