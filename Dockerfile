@@ -27,7 +27,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p mqseal-plugin -p mqseal-cli \
  && scripts/install /out target/release
 
-FROM docker.io/library/debian:12.11-slim
+FROM docker.io/library/debian:12.15-slim
 # The broker's user and group are 1883:1883, as in the official eclipse-mosquitto image, so a
 # host directory can be given to it (chown 1883:1883 DIR). Made before the package, whose
 # postinst keeps an existing mosquitto user.
