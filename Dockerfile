@@ -12,13 +12,8 @@ WORKDIR /src
 # Build packages first, as CI installs them: a source change reuses this layer.
 COPY scripts/setup scripts/setup
 RUN scripts/setup
-COPY Cargo.toml Cargo.lock mosquitto.conf ./
-COPY include include
-COPY core core
-COPY plugin plugin
-COPY cli cli
-COPY test-harness test-harness
-COPY scripts/install scripts/install
+# The sources (what .dockerignore lets in: never target/, run/ or .git).
+COPY . .
 # The image ships no debug info (the release profile keeps some for profiling on the host).
 # Cache mounts keep the crates and the compiled dependencies for the next build.
 ENV CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=debuginfo
