@@ -31,7 +31,7 @@ RUN groupadd --system --gid 1883 mosquitto \
       --shell /usr/sbin/nologin mosquitto \
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends mosquitto mosquitto-clients \
- && rm -rf /var/lib/apt/lists/*
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
 # Everything here belongs to root: the broker (uid 1883) can change neither its configuration
 # nor its code. It writes only /var/lib/mqseal; it reads what it trusts from /etc/mqseal/trust.
 COPY --from=build /out/ /
