@@ -11,7 +11,7 @@ FROM docker.io/library/rust:1.95.0-bookworm AS build
 WORKDIR /src
 # Build packages first, as CI installs them: a source change reuses this layer.
 COPY scripts/setup scripts/setup
-RUN scripts/setup
+RUN scripts/setup --build
 # The sources (what .dockerignore lets in: never target/, run/ or .git).
 COPY . .
 # The image ships no debug info (the release profile keeps some for profiling on the host).
