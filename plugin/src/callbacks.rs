@@ -18,10 +18,10 @@ use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use mqseal_core::decision::{Access, Client, Decision};
-use mqseal_core::config::AuthMode;
-use mqseal_core::engine::{ConnectionId, Engine, Kick};
-use mqseal_core::host::LogLevel;
+use mqseal_core::broker::decision::{Access, Client, Decision};
+use mqseal_core::broker::config::AuthMode;
+use mqseal_core::broker::engine::{ConnectionId, Engine, Kick};
+use mqseal_core::broker::host::LogLevel;
 
 use crate::boundary::guard;
 use crate::broker_api::{self, BrokerApi, Generation};
