@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use mqseal_core::device::store::{join, join_documents, DeviceStore, KeySource, DEFAULT_MAX_ENVELOPE_BYTES};
-use mqseal_core::formats::identity::DeviceDir;
-use mqseal_core::formats::signed_doc::AuthorityPublicKey;
 use mqseal_core::formats::envelope::AeadAlg;
+use mqseal_core::formats::identity::DeviceDir;
 use mqseal_core::formats::keys::{write_atomic, Overwrite};
+use mqseal_core::formats::signed_doc::AuthorityPublicKey;
 
 /// Largest plaintext `mqseal seal` reads (the envelope cap bounds it anyway).
 const MAX_PLAINTEXT_BYTES: u64 = 16 * 1024 * 1024;

@@ -31,16 +31,16 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use mqseal_core::device::{ControlOutcome, Device, DeviceError};
 use mqseal_core::device::store::{DeviceStore, OpenError, DEFAULT_MAX_ENVELOPE_BYTES};
+use mqseal_core::device::{ControlOutcome, Device, DeviceError};
 use mqseal_core::formats::envelope::AeadAlg;
 use mqseal_core::formats::policy::CompiledPolicy;
 use mqseal_core::formats::topic::{parse_subscription, validate_topic_name};
 
 use crate::control_sync::fetch_control_documents;
-use mqseal_core::device::control_sync::{control_filters, describe, refused_updates};
 use crate::device_cmd::AeadArg;
 use crate::mqtt_link::{read_password_file, wait_connected, wait_delivered, Ev, Link, LinkOptions, Login, Password};
+use mqseal_core::device::control_sync::{control_filters, describe, refused_updates};
 
 /// Largest message `mqseal pub` reads (the broker's envelope cap, 64 KiB by
 /// default, is usually the tighter bound for sealed messages).

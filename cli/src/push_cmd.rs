@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use mqseal_core::formats::control::{ControlTopic, AUTHORITY_USERNAME};
 use mqseal_core::device::realm::{unix_now, Realm};
+use mqseal_core::formats::control::{ControlTopic, AUTHORITY_USERNAME};
 
 use crate::mqtt_link::{read_password_file, wait_connected, wait_delivered, Link, LinkOptions, Login, Password};
 

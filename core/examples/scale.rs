@@ -37,10 +37,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use mqseal_core::broker::replay::ReplayWindow;
 use mqseal_core::formats::envelope::{self, cbor, AeadAlg, COSE_SIGN1_TAG};
 use mqseal_core::formats::keys::SignAlg;
 use mqseal_core::formats::policy::{CompiledPolicy, Policy};
-use mqseal_core::broker::replay::ReplayWindow;
 use mqseal_core::formats::signed_doc::AuthoritySigningKey;
 
 // ---------------------------------------------------------------------------

@@ -6,8 +6,8 @@ mod audit_support;
 use std::path::{Path, PathBuf};
 
 use audit_support::*;
-use mqseal_core::formats::audit::verify::{verify_path, VerifyOptions};
 use mqseal_core::formats::audit::AuditLog;
+use mqseal_core::formats::audit::verify::{verify_path, VerifyOptions};
 
 /// A log of 20 events: line 1 is log.opened, lines 2..=21 the events, line 22 log.closed.
 fn small_log() -> (tempfile::TempDir, PathBuf) {

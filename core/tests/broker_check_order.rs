@@ -10,10 +10,10 @@ mod broker;
 use std::collections::BTreeMap;
 
 use mqseal_core::broker::decision::{Access, Client, Decision};
-use mqseal_core::device::store::unix_millis;
 use mqseal_core::broker::engine::Engine;
-use mqseal_core::formats::envelope::{self, AeadAlg, SealInput};
 use mqseal_core::broker::host::MemoryHost;
+use mqseal_core::device::store::unix_millis;
+use mqseal_core::formats::envelope::{self, AeadAlg, SealInput};
 use mqseal_core::formats::keys::{GroupKey, SigningKey};
 use mqseal_core::formats::policy::{DevicePolicy, GroupPolicy, Policy, Role};
 

@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
+use mqseal_core::device::realm::{unix_now, Realm};
 use mqseal_core::device::store::{join, DeviceStore, DeviceStoreError, OpenError, SealError};
 use mqseal_core::formats::envelope::{self, AeadAlg, SealInput};
 use mqseal_core::formats::identity::DeviceDir;
 use mqseal_core::formats::keys::SignAlg;
 use mqseal_core::formats::policy::Role;
-use mqseal_core::device::realm::{unix_now, Realm};
 
 struct Setup {
     _tmp: tempfile::TempDir,

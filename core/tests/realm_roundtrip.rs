@@ -4,11 +4,11 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use mqseal_core::device::realm::{MemberChange, Realm, RealmError};
 use mqseal_core::formats::bundle::{unwrap_group_key, Bundle};
 use mqseal_core::formats::identity::{DeviceDir, Identity};
 use mqseal_core::formats::keys::{KxSecret, SignAlg};
 use mqseal_core::formats::policy::{load_policy_file, Role};
-use mqseal_core::device::realm::{MemberChange, Realm, RealmError};
 use mqseal_core::formats::signed_doc::AuthorityPublicKey;
 
 const T0: u64 = 1_700_000_000;

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use audit_support::*;
-use mqseal_core::formats::audit::{AuditConfig, AuditLog};
 use mqseal_core::broker::replay::ReplayWindow;
 use mqseal_core::broker::state::{self, reason};
+use mqseal_core::formats::audit::{AuditConfig, AuditLog};
 
 /// Writes `n` publish.accepted records (senders dev-0..2, seq = i) through a
 /// writer that rotates every `rotate_bytes`; returns the log's origin and last index.

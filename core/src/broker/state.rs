@@ -36,13 +36,13 @@ use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::broker::replay::ReplayWindow;
 use crate::formats::audit::chain::{ChainState, Line, LineReader};
 use crate::formats::audit::checkpoint::read_checkpoint_file;
 use crate::formats::audit::event::KIND_CLOSED;
 use crate::formats::audit::files::{LogFile, LogPaths};
 use crate::formats::audit::open::prefix_of;
 use crate::formats::audit::record::parse_record;
-use crate::broker::replay::ReplayWindow;
 
 /// The snapshot's file name in the state directory.
 pub const SNAPSHOT_FILE: &str = "replay.json";

@@ -16,8 +16,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::formats::control::ControlTopic;
 use crate::device::store::{update, DeviceStoreError, JoinReport, KeySource};
+use crate::formats::control::ControlTopic;
 use crate::formats::policy::PolicyError;
 
 /// The control filters a device subscribes to, in this order: the policy, then its own bundle.

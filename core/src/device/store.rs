@@ -26,12 +26,12 @@ use base64::Engine;
 use serde::Deserialize;
 use zeroize::{Zeroize, Zeroizing};
 
+use crate::device::sequence::{SequenceCounter, SequenceError};
 use crate::formats::bundle::{Bundle, BundleError};
 use crate::formats::envelope::{self, AeadAlg, EnvelopeError, SealInput};
 use crate::formats::identity::{DeviceDir, IdentityError};
 use crate::formats::keys::{read_private_file, write_atomic, GroupKey, KeyError, Overwrite, SigningKey};
 use crate::formats::policy::{CompiledPolicy, EpochCheck, Policy, PolicyError};
-use crate::device::sequence::{SequenceCounter, SequenceError};
 use crate::formats::signed_doc::{self, AuthorityPublicKey, SignedDocError};
 use crate::formats::topic::{validate_topic_name, TopicError};
 

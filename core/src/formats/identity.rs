@@ -20,9 +20,9 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::device::sequence::{SequenceCounter, SequenceError};
 use crate::formats::ids::{validate_id, IdError};
 use crate::formats::keys::{hex, write_atomic, KeyError, KxPublic, KxSecret, Overwrite, SignAlg, SigningKey, VerifyingKey};
-use crate::device::sequence::{SequenceCounter, SequenceError};
 
 /// The `format` value of identity files.
 pub const IDENTITY_FORMAT: &str = "mqseal-identity-v1";
