@@ -7,12 +7,12 @@
 //! every refusal is a `publish.denied` record with its reason; a refused policy
 //! is also a `policy.rejected` record, as for a reload.
 
-use crate::formats::audit::hashing::sha256;
-use crate::formats::audit::AuditEvent;
-use crate::formats::bundle::Bundle;
-use crate::formats::control::{self, ControlTopic, IdentityCert, Reader};
 use crate::broker::decision::{Client, DenyReason};
 use crate::broker::host::LogLevel;
+use crate::formats::audit::AuditEvent;
+use crate::formats::audit::hashing::sha256;
+use crate::formats::bundle::Bundle;
+use crate::formats::control::{self, ControlTopic, IdentityCert, Reader};
 
 use super::{write_policy_version, Engine, PUSHED_POLICY_FILE};
 
