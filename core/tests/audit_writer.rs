@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use audit_support::*;
 use mqseal_core::broker::config::{Durability, QueueFullMode};
 use mqseal_core::formats::audit::checkpoint::parse_checkpoints;
-use mqseal_core::formats::audit::writer::default_origin;
+use mqseal_core::formats::audit::config::default_origin;
 use mqseal_core::formats::audit::{AppendError, AuditConfig, AuditError, AuditEvent, AuditLog};
 
 fn record(path: &std::path::Path, line: usize) -> serde_json::Value {

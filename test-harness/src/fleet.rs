@@ -204,3 +204,12 @@ impl Default for Fleet {
         Fleet::new()
     }
 }
+
+// Here rather than in `broker`, so that `broker` does not depend on `fleet`.
+impl BrokerConfig {
+    /// mqseal with every required option, a realm with no groups (an empty
+    /// signed policy), and the given `unprotected` mode.
+    pub fn mqseal(unprotected: &str) -> Self {
+        Fleet::new().broker_config(unprotected)
+    }
+}

@@ -9,6 +9,8 @@
 //! - `audit.jsonl.checkpoints` is every checkpoint ever signed, oldest first.
 
 use std::ffi::OsString;
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -127,4 +129,14 @@ mod tests {
         assert_eq!(LogPaths::file_name_of(&paths.checkpoint()), "audit.jsonl.checkpoint");
         assert_eq!(LogPaths::file_name_of(&paths.checkpoint_history()), "audit.jsonl.checkpoints");
     }
+}
+
+/// Appends one note to the checkpoint history (each note followed by a blank line).
+pub(crate) fn append_history(paths: &LogPaths, note: &str) -> io::Result<()> {
+    let mut f = OpenOptions::new().create(true).append(true).open(paths.checkpoint_history())?;
+    let mut entry = Vec::with_capacity(note.len() + 1);
+    entry.extend_from_slice(note.as_bytes());
+    entry.push(b'\n');
+    f.write_all(&entry)?;
+    f.sync_data()
 }

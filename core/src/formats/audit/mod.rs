@@ -10,6 +10,7 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod config;
 pub mod event;
 pub mod files;
 pub mod follow;
@@ -27,4 +28,6 @@ pub mod writer;
 
 pub use event::AuditEvent;
 pub use hashing::Hash;
-pub use writer::{AppendError, AuditConfig, AuditError, AuditLog, AuditStats, OpenReport};
+pub use config::AuditConfig;
+pub use open::{AuditError, OpenReport};
+pub use writer::{AppendError, AuditLog, AuditStats};

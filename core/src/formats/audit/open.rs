@@ -14,19 +14,91 @@
 //!    refuse, or (when configured) continue in a new file with `log.continued`.
 
 use std::fs::{File, OpenOptions};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::SigningKey;
 
 use super::chain::{altered_record, rewritten_records, ChainState, Line, LineReader, LinkError};
 use super::checkpoint::{read_checkpoint_file, validate_origin, Checkpoint, CheckpointAt, CheckpointError};
+use super::config::{default_origin, AuditConfig};
 use super::event::{LogEvent, KIND_CONTINUED, KIND_ROTATED};
-use super::files::{sync_dir, LogFile, LogPaths};
+use super::files::{append_history, sync_dir, LogFile, LogPaths};
 use super::hashing::{origin_hash, Hash};
 use super::merkle::{empty_root, CompactRange};
 use super::record::{parse_record, Record};
 use super::timestamp::UnixMillis;
-use super::writer::{append_history, default_origin, io_error, AuditConfig, AuditError, Continuation, OpenReport, Recovery};
+
+/// Why the log could not be opened. The plugin refuses to start on any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{path}: cannot {action}: {source}")]
+    Io { path: PathBuf, action: &'static str, source: io::Error },
+    #[error("{location}: audit chain broken: {reason} (refusing to write; plugin_opt_audit_on_broken_chain new-file continues in a new file)")]
+    Broken { location: String, reason: String },
+    #[error("configured audit origin {configured:?} differs from the existing log's origin {found:?}")]
+    OriginMismatch { configured: String, found: String },
+    #[error("audit origin {origin:?} {problem}")]
+    InvalidOrigin { origin: String, problem: &'static str },
+    #[error("audit configuration: {0}")]
+    InvalidConfig(&'static str),
+    #[error("cannot start the audit writer thread: {0}")]
+    Spawn(io::Error),
+}
+
+impl AuditError {
+    /// A short stable token for logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuditError::Io { .. } => "audit-io",
+            AuditError::Broken { .. } => "audit-chain-broken",
+            AuditError::OriginMismatch { .. } => "audit-origin-mismatch",
+            AuditError::InvalidOrigin { .. } => "audit-origin-invalid",
+            AuditError::InvalidConfig(_) => "audit-config",
+            AuditError::Spawn(_) => "audit-thread",
+        }
+    }
+}
+
+pub(crate) fn io_error(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(io::Error) -> AuditError {
+    let path = path.into();
+    move |source| AuditError::Io { path, action, source }
+}
+
+/// What opening found and did; the plugin logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    pub origin: String,
+    /// No log existed: a new one was started.
+    pub created: bool,
+    /// Records in the log before this open.
+    pub records_found: u64,
+    /// Log files found (rotated and current).
+    pub files_found: usize,
+    /// A torn last line was cut off (and a `log.recovered` record written).
+    pub recovered: Option<Recovery>,
+    /// The chain was broken and the log continues in a new file (`log.continued`).
+    pub continued: Option<Continuation>,
+    /// Things worth a warning that did not stop the log.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub file: PathBuf,
+    pub cut_offset: u64,
+    pub cut_bytes: u64,
+    pub last_good_index: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continuation {
+    /// `file:line` of the break, or the checkpoint file that disagreed.
+    pub location: String,
+    pub reason: String,
+    /// Index of the `log.continued` record.
+    pub index: u64,
+}
 
 /// What the writer starts from.
 pub(crate) struct OpenedLog {

@@ -35,7 +35,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::PathBuf;
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -46,131 +45,15 @@ use ed25519_dalek::SigningKey;
 use parking_lot::Mutex;
 
 use super::checkpoint::Checkpoint;
+use super::config::AuditConfig;
 use super::event::{AuditEvent, LogEvent, Recordable};
-use super::files::{sync_dir, LogPaths};
-use super::hashing::{sha256, to_hex, Hash};
+use super::files::{append_history, sync_dir, LogPaths};
+use super::hashing::Hash;
 use super::merkle::{leaf_hash, CompactRange};
-use super::open::{open_log, OpenedLog};
+use super::open::{open_log, AuditError, OpenReport, OpenedLog};
 use super::record::encode_record;
 use super::timestamp::{format_timestamp, TimestampFormatter, UnixMillis};
-use crate::broker::config::{Durability, PluginConfig, QueueFullMode};
-
-/// How the audit log is written. [`AuditConfig::new`] gives the same defaults as
-/// the plugin options; `From<&PluginConfig>` maps the options.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditConfig {
-    /// The current log file; rotated files and checkpoints live beside it.
-    pub path: PathBuf,
-    /// The log's origin (checkpoint origin line and key name). `None`: take it
-    /// from the existing log, or derive one from the broker key for a new log
-    /// ([`default_origin`]). A configured origin must match an existing log's.
-    pub origin: Option<String>,
-    /// Sign a checkpoint once this many records are unsealed.
-    pub checkpoint_every: u64,
-    /// …and at least this often while records arrive.
-    pub checkpoint_interval: Duration,
-    /// fsync each group-commit window, or leave write-back to the OS.
-    pub durability: Durability,
-    /// The group-commit window: records are fsynced at most this long after they are written.
-    pub batch_window: Duration,
-    /// The most records the writer takes from the queue before writing them out.
-    pub batch_max_records: usize,
-    /// Capacity of the queue between the broker thread and the writer.
-    pub queue_capacity: usize,
-    /// What [`AuditLog::append`] does when the queue is full.
-    pub queue_full: QueueFullMode,
-    /// Continue in a new file once the current one reaches this size (0 = never).
-    pub rotate_bytes: u64,
-    /// On a log broken before its tail: start a new file (recorded) instead of refusing.
-    pub start_new_on_broken_chain: bool,
-}
-
-impl AuditConfig {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        AuditConfig {
-            path: path.into(),
-            origin: None,
-            checkpoint_every: 1000,
-            checkpoint_interval: Duration::from_secs(60),
-            durability: Durability::Fsync,
-            batch_window: Duration::from_millis(100),
-            batch_max_records: 4096,
-            queue_capacity: 65536,
-            queue_full: QueueFullMode::Deny,
-            rotate_bytes: 64 * 1024 * 1024,
-            start_new_on_broken_chain: false,
-        }
-    }
-
-    /// The bound on records a checkpoint may leave unsealed in a log this writer
-    /// wrote (written into `log.opened` so that verifiers can detect a replayed
-    /// old checkpoint): a checkpoint is signed after the batch in which
-    /// `checkpoint_every` unsealed records were reached.
-    pub fn max_unsealed(&self) -> u64 {
-        self.checkpoint_every.saturating_add(self.batch_max_records as u64)
-    }
-}
-
-impl From<&PluginConfig> for AuditConfig {
-    fn from(c: &PluginConfig) -> Self {
-        AuditConfig {
-            path: c.audit_log.clone(),
-            origin: c.audit_origin.clone(),
-            checkpoint_every: c.checkpoint_every,
-            checkpoint_interval: c.checkpoint_interval,
-            durability: c.audit_durability,
-            batch_window: c.audit_batch,
-            queue_capacity: c.audit_queue,
-            queue_full: c.audit_queue_full,
-            rotate_bytes: c.audit_rotate_bytes,
-            start_new_on_broken_chain: c.audit_start_new_on_broken_chain,
-            ..AuditConfig::new(&c.audit_log)
-        }
-    }
-}
-
-/// The origin of a new log when none is configured: `mqseal/audit-<16 hex>`, the
-/// hex being the start of SHA-256 of the broker's public key. It names the
-/// signer, not a host or a path, so moving or copying the files keeps it valid.
-pub fn default_origin(key: &ed25519_dalek::VerifyingKey) -> String {
-    format!("mqseal/audit-{}", &to_hex(&sha256(key.as_bytes()))[..16])
-}
-
-/// Why the log could not be opened. The plugin refuses to start on any of these.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error("{path}: cannot {action}: {source}")]
-    Io { path: PathBuf, action: &'static str, source: io::Error },
-    #[error("{location}: audit chain broken: {reason} (refusing to write; plugin_opt_audit_on_broken_chain new-file continues in a new file)")]
-    Broken { location: String, reason: String },
-    #[error("configured audit origin {configured:?} differs from the existing log's origin {found:?}")]
-    OriginMismatch { configured: String, found: String },
-    #[error("audit origin {origin:?} {problem}")]
-    InvalidOrigin { origin: String, problem: &'static str },
-    #[error("audit configuration: {0}")]
-    InvalidConfig(&'static str),
-    #[error("cannot start the audit writer thread: {0}")]
-    Spawn(io::Error),
-}
-
-impl AuditError {
-    /// A short stable token for logs.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            AuditError::Io { .. } => "audit-io",
-            AuditError::Broken { .. } => "audit-chain-broken",
-            AuditError::OriginMismatch { .. } => "audit-origin-mismatch",
-            AuditError::InvalidOrigin { .. } => "audit-origin-invalid",
-            AuditError::InvalidConfig(_) => "audit-config",
-            AuditError::Spawn(_) => "audit-thread",
-        }
-    }
-}
-
-pub(crate) fn io_error(path: impl Into<PathBuf>, action: &'static str) -> impl FnOnce(io::Error) -> AuditError {
-    let path = path.into();
-    move |source| AuditError::Io { path, action, source }
-}
+use crate::broker::config::{Durability, QueueFullMode};
 
 /// Why an event was not accepted. The caller must treat the event as not
 /// recorded (the plugin denies it); each refusal is counted.
@@ -193,41 +76,6 @@ impl AppendError {
             AppendError::WriterFailed => "audit-writer-failed",
         }
     }
-}
-
-/// What opening found and did; the plugin logs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenReport {
-    pub origin: String,
-    /// No log existed: a new one was started.
-    pub created: bool,
-    /// Records in the log before this open.
-    pub records_found: u64,
-    /// Log files found (rotated and current).
-    pub files_found: usize,
-    /// A torn last line was cut off (and a `log.recovered` record written).
-    pub recovered: Option<Recovery>,
-    /// The chain was broken and the log continues in a new file (`log.continued`).
-    pub continued: Option<Continuation>,
-    /// Things worth a warning that did not stop the log.
-    pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recovery {
-    pub file: PathBuf,
-    pub cut_offset: u64,
-    pub cut_bytes: u64,
-    pub last_good_index: Option<u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Continuation {
-    /// `file:line` of the break, or the checkpoint file that disagreed.
-    pub location: String,
-    pub reason: String,
-    /// Index of the `log.continued` record.
-    pub index: u64,
 }
 
 /// Counters of the writer, readable at any time from any thread.
@@ -1218,16 +1066,6 @@ impl Writer {
         self.encode(time, &rotated);
         Ok(())
     }
-}
-
-/// Appends one note to the checkpoint history (each note followed by a blank line).
-pub(crate) fn append_history(paths: &LogPaths, note: &str) -> io::Result<()> {
-    let mut f = OpenOptions::new().create(true).append(true).open(paths.checkpoint_history())?;
-    let mut entry = Vec::with_capacity(note.len() + 1);
-    entry.extend_from_slice(note.as_bytes());
-    entry.push(b'\n');
-    f.write_all(&entry)?;
-    f.sync_data()
 }
 
 fn base64_key(key: &SigningKey) -> String {
