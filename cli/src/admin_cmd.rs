@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use mqseal_core::identity::Identity;
-use mqseal_core::keys::{write_atomic, Overwrite};
-use mqseal_core::policy::Role;
-use mqseal_core::realm::{unix_now, MemberChange, Realm, AUTHORITY_PUB_FILE, DEFAULT_GRACE_SECS};
+use mqseal_core::device::realm::{unix_now, MemberChange, Realm, AUTHORITY_PUB_FILE, DEFAULT_GRACE_SECS};
+use mqseal_core::formats::identity::Identity;
+use mqseal_core::formats::keys::{write_atomic, Overwrite};
+use mqseal_core::formats::policy::Role;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum RoleArg {

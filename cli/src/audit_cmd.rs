@@ -8,14 +8,14 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use mqseal_core::audit::checkpoint::{read_checkpoint_file, CheckpointAt};
-use mqseal_core::audit::files::{LogFile, LogPaths};
-use mqseal_core::audit::follow::{FoundRecord, Follower};
-use mqseal_core::audit::hashing::to_hex;
-use mqseal_core::audit::keyfile::{load_verifying_key, VerifyingKey};
-use mqseal_core::audit::prove::{prove_consistency, prove_inclusion};
-use mqseal_core::audit::record::Record;
-use mqseal_core::audit::verify::{verify_files, verify_path, VerifyOptions, VerifyReport};
+use mqseal_core::formats::audit::checkpoint::{read_checkpoint_file, CheckpointAt};
+use mqseal_core::formats::audit::files::{LogFile, LogPaths};
+use mqseal_core::formats::audit::follow::{FoundRecord, Follower};
+use mqseal_core::formats::audit::hashing::to_hex;
+use mqseal_core::formats::audit::keyfile::{load_verifying_key, VerifyingKey};
+use mqseal_core::formats::audit::prove::{prove_consistency, prove_inclusion};
+use mqseal_core::formats::audit::record::Record;
+use mqseal_core::formats::audit::verify::{verify_files, verify_path, VerifyOptions, VerifyReport};
 use serde_json::Value;
 
 #[derive(clap::Subcommand)]
@@ -103,7 +103,7 @@ pub fn run(command: Commands) -> anyhow::Result<()> {
         AuditCommand::Verify { logs, broker_keys, checkpoints, partial } => verify(&logs, &broker_keys, checkpoints, partial),
         AuditCommand::Tail { log, follow, lines, json, kinds, client, topic } => {
             if let Some(filter) = &topic {
-                mqseal_core::topic::validate_topic_filter(filter).map_err(|e| anyhow::anyhow!("--topic {filter:?} {e}"))?;
+                mqseal_core::formats::topic::validate_topic_filter(filter).map_err(|e| anyhow::anyhow!("--topic {filter:?} {e}"))?;
             }
             let filter = Filter { kinds, client, topic };
             tail(&log, follow, lines, json, &filter)
@@ -189,7 +189,7 @@ impl Filter {
         };
         let topic_ok = match self.topic.as_deref() {
             None => true,
-            Some(f) => r.fact_str("topic").is_some_and(|t| mqseal_core::topic::filter_matches(f, t)),
+            Some(f) => r.fact_str("topic").is_some_and(|t| mqseal_core::formats::topic::filter_matches(f, t)),
         };
         kind_ok && client_ok && topic_ok
     }

@@ -1,17 +1,17 @@
 //! Device commands: join a realm, seal and open envelopes.
 //!
-//! The logic lives in `mqseal_core::device_store` (join, Sealer, Receiver) so
+//! The logic lives in `mqseal_core::device::store` (join, Sealer, Receiver) so
 //! the MQTT clients (`mqseal pub`/`sub`) seal and open exactly the same way.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use mqseal_core::device_store::{join, join_documents, DeviceStore, KeySource, DEFAULT_MAX_ENVELOPE_BYTES};
-use mqseal_core::identity::DeviceDir;
-use mqseal_core::signed_doc::AuthorityPublicKey;
-use mqseal_core::envelope::AeadAlg;
-use mqseal_core::keys::{write_atomic, Overwrite};
+use mqseal_core::device::store::{join, join_documents, DeviceStore, KeySource, DEFAULT_MAX_ENVELOPE_BYTES};
+use mqseal_core::formats::envelope::AeadAlg;
+use mqseal_core::formats::identity::DeviceDir;
+use mqseal_core::formats::keys::{write_atomic, Overwrite};
+use mqseal_core::formats::signed_doc::AuthorityPublicKey;
 
 /// Largest plaintext `mqseal seal` reads (the envelope cap bounds it anyway).
 const MAX_PLAINTEXT_BYTES: u64 = 16 * 1024 * 1024;
@@ -153,7 +153,7 @@ struct JoinBroker {
 /// bundle (see `control_sync`), and join with them.
 fn join_over_mqtt(device_dir: &Path, authority_file: &Path, broker: &JoinBroker) -> anyhow::Result<()> {
     use crate::mqtt_link::{wait_connected, Link, LinkOptions, Login, Password};
-    use mqseal_core::control::ControlTopic;
+    use mqseal_core::formats::control::ControlTopic;
     let device = DeviceDir::open(device_dir)?;
     let me = device.id().to_string();
     let authority = AuthorityPublicKey::load(authority_file)?;
@@ -213,12 +213,12 @@ fn run_token(device_dir: &Path, client_id: &str, username: Option<&str>) -> anyh
             .unwrap_or_else(|| device.id().to_string()),
     };
     let key = device.signing_key()?;
-    let token = mqseal_core::login_token::make_token(&key, client_id, &username, mqseal_core::device_store::unix_millis());
+    let token = mqseal_core::formats::login_token::make_token(&key, client_id, &username, mqseal_core::device::store::unix_millis());
     println!("{token}");
     Ok(())
 }
 
-fn print_join(report: &mqseal_core::device_store::JoinReport) {
+fn print_join(report: &mqseal_core::device::store::JoinReport) {
     println!(
         "device {} joined the realm of authority {} (policy version {}, bundle version {})",
         report.device, report.authority, report.policy_version, report.bundle_version

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use mqseal_core::identity::DeviceDir;
-use mqseal_core::keys::SignAlg;
+use mqseal_core::formats::identity::DeviceDir;
+use mqseal_core::formats::keys::SignAlg;
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum AlgArg {
@@ -65,9 +65,9 @@ fn keygen(id: &str, out: &std::path::Path, alg: SignAlg) -> anyhow::Result<()> {
 
 /// The broker's checkpoint-signing key: Ed25519 only (C2SP signed notes), PEM files.
 fn broker_keygen(id: &str, out: &std::path::Path) -> anyhow::Result<()> {
-    use mqseal_core::keys::{write_atomic, Overwrite, SigningKey};
-    use mqseal_core::signed_doc::AuthorityPublicKey;
-    mqseal_core::ids::validate_id("broker key", id)?;
+    use mqseal_core::formats::keys::{write_atomic, Overwrite, SigningKey};
+    use mqseal_core::formats::signed_doc::AuthorityPublicKey;
+    mqseal_core::formats::ids::validate_id("broker key", id)?;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let key = SigningKey::generate(SignAlg::Ed25519);
     let private_path = out.join(format!("{id}.sign.pem"));

@@ -5,7 +5,7 @@
 //!
 //! Login. The MQTT username is the device's username in the policy it joined
 //! with (`--username` overrides it). The password is a fresh login token
-//! (`mqseal_core::login_token`): signed with the device key, bound to the client
+//! (`mqseal_core::formats::login_token`): signed with the device key, bound to the client
 //! id, the username and the moment, accepted once. That is what a broker with
 //! `plugin_opt_auth key` checks. A new token is made for every connection
 //! attempt, reconnects included, because a token cannot be used twice. Where
@@ -31,16 +31,16 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use mqseal_core::device::store::{DeviceStore, OpenError, DEFAULT_MAX_ENVELOPE_BYTES};
 use mqseal_core::device::{ControlOutcome, Device, DeviceError};
-use mqseal_core::device_store::{DeviceStore, OpenError, DEFAULT_MAX_ENVELOPE_BYTES};
-use mqseal_core::envelope::AeadAlg;
-use mqseal_core::policy::CompiledPolicy;
-use mqseal_core::topic::{parse_subscription, validate_topic_name};
+use mqseal_core::formats::envelope::AeadAlg;
+use mqseal_core::formats::policy::CompiledPolicy;
+use mqseal_core::formats::topic::{parse_subscription, validate_topic_name};
 
 use crate::control_sync::fetch_control_documents;
-use mqseal_core::device::control_sync::{control_filters, describe, refused_updates};
 use crate::device_cmd::AeadArg;
 use crate::mqtt_link::{read_password_file, wait_connected, wait_delivered, Ev, Link, LinkOptions, Login, Password};
+use mqseal_core::device::control_sync::{control_filters, describe, refused_updates};
 
 /// Largest message `mqseal pub` reads (the broker's envelope cap, 64 KiB by
 /// default, is usually the tighter bound for sealed messages).
@@ -454,7 +454,7 @@ fn run_sub(args: SubArgs) -> anyhow::Result<()> {
     let me = device.id().to_string();
     let key_updates = !args.connect.no_key_updates;
     // Control messages are the user's output too only if they asked for them.
-    let user_wants_control = args.filters.iter().any(|f| f.starts_with(mqseal_core::control::PREFIX));
+    let user_wants_control = args.filters.iter().any(|f| f.starts_with(mqseal_core::formats::control::PREFIX));
 
     let mut link = Link::new(&args.connect.link_options(), login, false);
     wait_connected(&mut link, Duration::from_secs(args.connect.timeout))?;

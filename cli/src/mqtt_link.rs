@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
-use mqseal_core::device_store::unix_millis;
-use mqseal_core::keys::SigningKey;
-use mqseal_core::login_token::make_token;
+use mqseal_core::device::store::unix_millis;
+use mqseal_core::formats::keys::SigningKey;
+use mqseal_core::formats::login_token::make_token;
 use rand_core::{OsRng, RngCore};
 
 /// Largest MQTT packet sent or accepted: a maximal message plus envelope and header overhead.

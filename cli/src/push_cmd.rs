@@ -1,6 +1,6 @@
 //! The authority's side of key exchange over MQTT: `mqseal policy push` and
 //! `mqseal bundle push`. Each signs what the realm holds now and publishes it,
-//! retained, on mqseal's control topics (see `mqseal_core::control`), logged
+//! retained, on mqseal's control topics (see `mqseal_core::formats::control`), logged
 //! in as the authority (username `authority`, password a login token signed
 //! with the authority key). They speak MQTT 5 so that the broker's refusal of
 //! a document is visible (PUBACK 0x87); the broker's log and audit log say why.
@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use mqseal_core::control::{ControlTopic, AUTHORITY_USERNAME};
-use mqseal_core::realm::{unix_now, Realm};
+use mqseal_core::device::realm::{unix_now, Realm};
+use mqseal_core::formats::control::{ControlTopic, AUTHORITY_USERNAME};
 
 use crate::mqtt_link::{read_password_file, wait_connected, wait_delivered, Link, LinkOptions, Login, Password};
 

@@ -6,8 +6,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use mqseal_core::audit::keyfile::SigningKey;
-use mqseal_core::audit::{AuditConfig, AuditEvent, AuditLog};
+use mqseal_core::formats::audit::keyfile::SigningKey;
+use mqseal_core::formats::audit::{AuditConfig, AuditEvent, AuditLog};
 
 fn mqseal() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mqseal"))
@@ -70,8 +70,8 @@ fn setup(n: u64) -> (tempfile::TempDir, PathBuf, PathBuf) {
 /// The broker key as PKCS#8 PEM in `dir`, saved 0600: a private key file others can read is refused.
 fn broker_key_file(dir: &Path) -> PathBuf {
     let path = dir.join("broker.pem");
-    let key = mqseal_core::keys::SigningKey::ed25519_from_seed(&[42; 32]);
-    key.save(&path, mqseal_core::keys::Overwrite::Refuse).unwrap();
+    let key = mqseal_core::formats::keys::SigningKey::ed25519_from_seed(&[42; 32]);
+    key.save(&path, mqseal_core::formats::keys::Overwrite::Refuse).unwrap();
     path
 }
 
@@ -298,7 +298,7 @@ fn prove_inclusion_and_consistency() {
     // Consistency between the first checkpoint of the history (size 0 is trivial;
     // take the one after log.opened) and the latest.
     let history = std::fs::read_to_string(dir.path().join("audit.jsonl.checkpoints")).unwrap();
-    let notes = mqseal_core::audit::checkpoint::parse_checkpoints(&history).unwrap();
+    let notes = mqseal_core::formats::audit::checkpoint::parse_checkpoints(&history).unwrap();
     let old = dir.path().join("old.checkpoint");
     std::fs::write(&old, notes[1].note.to_text()).unwrap();
     let (code, out, _) = run(&["audit", "prove", s(&log), "--old-checkpoint", s(&old), "--checkpoint", s(&checkpoint), "--broker-key", s(&key)]);

@@ -17,9 +17,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
-use mqseal_core::audit::hashing::sha256;
-use mqseal_core::audit::{AuditConfig, AuditEvent, AuditLog};
-use mqseal_core::config::{Durability, QueueFullMode};
+use mqseal_core::broker::config::{Durability, QueueFullMode};
+use mqseal_core::formats::audit::hashing::sha256;
+use mqseal_core::formats::audit::{AuditConfig, AuditEvent, AuditLog};
 
 /// A `publish.accepted` event shaped like the engine's, for device `i`.
 fn event(i: u64, envelope: &[u8]) -> AuditEvent {

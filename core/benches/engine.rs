@@ -21,11 +21,11 @@ use std::hint::black_box;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
-use mqseal_core::decision::{Access, Client, Decision};
-use mqseal_core::engine::Engine;
-use mqseal_core::envelope::{self, AeadAlg, SealInput};
-use mqseal_core::keys::SignAlg;
-use mqseal_core::policy::CompiledPolicy;
+use mqseal_core::broker::decision::{Access, Client, Decision};
+use mqseal_core::broker::engine::Engine;
+use mqseal_core::formats::envelope::{self, AeadAlg, SealInput};
+use mqseal_core::formats::keys::SignAlg;
+use mqseal_core::formats::policy::CompiledPolicy;
 
 const DEVICES: usize = 100_000;
 const GROUPS: usize = 10_000;

@@ -12,8 +12,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use mqseal_core::envelope::{self, AeadAlg, SealInput};
-use mqseal_core::keys::{GroupKey, SignAlg, SigningKey};
+use mqseal_core::formats::envelope::{self, AeadAlg, SealInput};
+use mqseal_core::formats::keys::{GroupKey, SignAlg, SigningKey};
 
 const TOPIC: &str = "site/42/hall/sensor7";
 const MAX_ENVELOPE: usize = 65536;

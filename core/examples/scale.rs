@@ -18,7 +18,7 @@
 //!   (engine.rs today: the rules are checked twice) and `policy::compile_signed` (once);
 //! - **decisions**: p50 / p99 / max of single decisions over random devices and
 //!   groups, each timed on its own, mirroring the engine's code paths
-//!   (core/src/engine.rs) without logging and auditing:
+//!   (core/src/broker/engine/) without logging and auditing:
 //!   - `subscribe`: username → device, `check_subscription`;
 //!   - `delivery`: `check_delivery` (topic → group, username → device, role,
 //!     envelope header parse, epoch);
@@ -37,11 +37,11 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use mqseal_core::envelope::{self, cbor, AeadAlg, COSE_SIGN1_TAG};
-use mqseal_core::keys::SignAlg;
-use mqseal_core::policy::{CompiledPolicy, Policy};
-use mqseal_core::replay::ReplayWindow;
-use mqseal_core::signed_doc::AuthoritySigningKey;
+use mqseal_core::broker::replay::ReplayWindow;
+use mqseal_core::formats::envelope::{self, cbor, AeadAlg, COSE_SIGN1_TAG};
+use mqseal_core::formats::keys::SignAlg;
+use mqseal_core::formats::policy::{CompiledPolicy, Policy};
+use mqseal_core::formats::signed_doc::AuthoritySigningKey;
 
 // ---------------------------------------------------------------------------
 // Counting allocator: requested bytes live now, and the peak since a reset.
@@ -139,7 +139,7 @@ fn unsigned_envelope(alg: SignAlg, sender: &str, group: &str, seq: u64, cipherte
     out
 }
 
-const RESERVED_PREFIX: &str = mqseal_core::engine::RESERVED_PREFIX;
+const RESERVED_PREFIX: &str = mqseal_core::broker::engine::RESERVED_PREFIX;
 const MAX_ENVELOPE: usize = 65536;
 
 /// Percentiles of single-decision times, in nanoseconds.
@@ -235,7 +235,7 @@ fn measure_load(model: &Policy, devices: usize) -> Load {
     // policy::compile_signed: the rules checked once.
     let base = reset_peak();
     let start = Instant::now();
-    let reloaded = mqseal_core::policy::compile_signed(&file, &authority.public(), "scale").expect("signed fleet policy loads");
+    let reloaded = mqseal_core::formats::policy::compile_signed(&file, &authority.public(), "scale").expect("signed fleet policy loads");
     let compile_signed_s = start.elapsed().as_secs_f64();
     // Peak above what was live before: the file's bytes (already in memory here,
     // so add their size), the parsed model and the compiled policy, together.
@@ -280,7 +280,7 @@ fn measure(devices: usize, groups: usize, decisions: usize, with_load: bool) -> 
     let (subscribe, sub_allowed) = time_each(&cases, |c| {
         let device = p.device_by_username(&c.username);
         let reserved = c.filter.starts_with(RESERVED_PREFIX);
-        !reserved && matches!(p.check_subscription(device, &c.filter), Ok(mqseal_core::policy::SubscriptionVerdict::Readable(_)))
+        !reserved && matches!(p.check_subscription(device, &c.filter), Ok(mqseal_core::formats::policy::SubscriptionVerdict::Readable(_)))
     });
 
     // delivery
@@ -342,10 +342,10 @@ fn measure(devices: usize, groups: usize, decisions: usize, with_load: bool) -> 
             .collect()
     };
     let (wide_hash, _) = time_each(&wide_cases("#"), |c| {
-        matches!(p.check_subscription(p.device_by_username(&c.username), &c.filter), Ok(mqseal_core::policy::SubscriptionVerdict::Readable(_)))
+        matches!(p.check_subscription(p.device_by_username(&c.username), &c.filter), Ok(mqseal_core::formats::policy::SubscriptionVerdict::Readable(_)))
     });
     let (wide_site, _) = time_each(&wide_cases("site/+/#"), |c| {
-        matches!(p.check_subscription(p.device_by_username(&c.username), &c.filter), Ok(mqseal_core::policy::SubscriptionVerdict::Readable(_)))
+        matches!(p.check_subscription(p.device_by_username(&c.username), &c.filter), Ok(mqseal_core::formats::policy::SubscriptionVerdict::Readable(_)))
     });
 
     let checks = format!(
@@ -391,7 +391,7 @@ fn engine_fixed_bytes() -> (usize, usize) {
     let compiled_bytes = live() - before;
     drop(compiled);
     let before = live();
-    let engine = mqseal_core::engine::Engine::start(broker::config(dir.path(), &[]), Box::new(broker::NullHost)).expect("engine starts");
+    let engine = mqseal_core::broker::engine::Engine::start(broker::config(dir.path(), &[]), Box::new(broker::NullHost)).expect("engine starts");
     let engine_bytes = live() - before;
     engine.shutdown();
     (engine_bytes.saturating_sub(compiled_bytes), compiled_bytes)

@@ -1,30 +1,18 @@
 //! mqseal-core: everything mqseal decides, in safe Rust.
 //!
-//! This crate knows nothing of Mosquitto's C interface. The plugin crate turns
-//! broker events into calls on [`engine::Engine`] and turns the answers back into
-//! return codes; the CLI uses the same envelope, policy, key and audit code.
+//! This crate knows nothing of Mosquitto's C interface. Its modules are grouped
+//! by the side they serve:
+//!
+//! - [`broker`]: what only the broker plugin uses. The plugin crate turns broker
+//!   events into calls on [`broker::engine::Engine`] and turns the answers back
+//!   into return codes.
+//! - [`device`]: what only devices and the administrator use: the device core
+//!   ([`device::Device`], called by the CLI, the C library and the Python
+//!   package), the device directory's store and sequence counter, and the
+//!   administrator's realm.
+//! - [`formats`]: what both sides share: the envelope, policy, key, identity,
+//!   login-token and audit formats and the names and reasons they use.
 
-pub mod audit;
-pub mod bundle;
-pub mod canonical_json;
-pub mod config;
-pub mod control;
-pub mod decision;
+pub mod broker;
 pub mod device;
-pub mod device_store;
-pub mod engine;
-pub mod envelope;
-pub mod flood;
-pub mod host;
-pub mod identity;
-pub mod ids;
-pub mod keys;
-pub mod login_token;
-pub mod policy;
-pub mod replay;
-pub mod realm;
-pub mod reasons;
-pub mod sequence;
-pub mod signed_doc;
-pub mod state;
-pub mod topic;
+pub mod formats;

@@ -9,11 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use audit_support::*;
-use mqseal_core::audit::AuditLog;
+use mqseal_core::formats::audit::AuditLog;
 
 const CHILD_ENV: &str = "MQSEAL_AUDIT_CRASH_CHILD_DIR";
 
-fn crash_config(dir: &std::path::Path) -> mqseal_core::audit::AuditConfig {
+fn crash_config(dir: &std::path::Path) -> mqseal_core::formats::audit::AuditConfig {
     let mut c = config(dir);
     c.rotate_bytes = 100_000;
     c.checkpoint_every = 50;

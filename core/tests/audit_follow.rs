@@ -6,9 +6,9 @@ mod audit_support;
 use std::time::{Duration, Instant};
 
 use audit_support::*;
-use mqseal_core::audit::follow::{FollowError, Follower};
-use mqseal_core::audit::record::Record;
-use mqseal_core::audit::AuditLog;
+use mqseal_core::formats::audit::AuditLog;
+use mqseal_core::formats::audit::follow::{FollowError, Follower};
+use mqseal_core::formats::audit::record::Record;
 
 fn all(_: &Record) -> bool {
     true

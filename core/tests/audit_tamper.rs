@@ -6,8 +6,8 @@ mod audit_support;
 use std::path::{Path, PathBuf};
 
 use audit_support::*;
-use mqseal_core::audit::verify::{verify_path, VerifyOptions};
-use mqseal_core::audit::AuditLog;
+use mqseal_core::formats::audit::AuditLog;
+use mqseal_core::formats::audit::verify::{verify_path, VerifyOptions};
 
 /// A log of 20 events: line 1 is log.opened, lines 2..=21 the events, line 22 log.closed.
 fn small_log() -> (tempfile::TempDir, PathBuf) {
@@ -89,7 +89,7 @@ fn an_inserted_line_is_located() {
     // A well-formed forged record that links to line 5, as an attacker would write it.
     let mut forged: serde_json::Value = serde_json::from_str(&l[5]).unwrap();
     forged["facts"]["topic"] = serde_json::json!("fleet/forged");
-    let forged = String::from_utf8(mqseal_core::canonical_json::value_to_vec(&forged).unwrap()).unwrap();
+    let forged = String::from_utf8(mqseal_core::formats::canonical_json::value_to_vec(&forged).unwrap()).unwrap();
     l.insert(5, forged);
     write_lines(&path, &l);
     // Line 7 (the original record 5) repeats the index of the forged line 6.
@@ -125,7 +125,7 @@ fn a_truncated_log_is_caught_by_an_earlier_checkpoint_kept_elsewhere() {
     // The attacker cuts the log back to an old checkpoint of their choosing and
     // makes the files beside the log consistent with it.
     let history = std::fs::read_to_string(history_path(&path)).unwrap();
-    let notes = mqseal_core::audit::checkpoint::parse_checkpoints(&history).unwrap();
+    let notes = mqseal_core::formats::audit::checkpoint::parse_checkpoints(&history).unwrap();
     // Which sizes got sealed depends on batching (and on the interval timer under
     // load), so take the largest earlier checkpoint there is.
     let old = notes
@@ -330,7 +330,7 @@ fn a_partial_log_verifies_only_when_asked() {
 fn where_opening_refuses(path: &Path) -> String {
     match AuditLog::open(config(path.parent().unwrap()), key()) {
         Ok(_) => panic!("opening {} should refuse the edited log", path.display()),
-        Err(mqseal_core::audit::AuditError::Broken { location, reason }) => {
+        Err(mqseal_core::formats::audit::AuditError::Broken { location, reason }) => {
             let file_line = location.rsplit('/').next().unwrap_or(&location).to_string();
             eprintln!("open: {file_line}: {reason}");
             file_line

@@ -9,8 +9,8 @@ mod audit_support;
 use std::time::Instant;
 
 use audit_support::*;
-use mqseal_core::audit::AuditLog;
-use mqseal_core::config::{Durability, QueueFullMode};
+use mqseal_core::broker::config::{Durability, QueueFullMode};
+use mqseal_core::formats::audit::AuditLog;
 
 #[test]
 #[ignore = "a measurement: run in release with --ignored --nocapture"]

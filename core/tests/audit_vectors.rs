@@ -7,12 +7,12 @@ use std::path::PathBuf;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use mqseal_core::audit::checkpoint::{key_id, SignedCheckpoint};
-use mqseal_core::audit::event::{EVENT_KINDS, LOG_KINDS};
-use mqseal_core::audit::hashing::{hash_from_hex, origin_hash, record_hash, to_hex, Hash};
-use mqseal_core::audit::keyfile::{load_signing_key, load_verifying_key};
-use mqseal_core::audit::merkle::{consistency_proof, inclusion_proof, leaf_hash, root_of, verify_consistency, verify_inclusion};
-use mqseal_core::audit::verify::{verify_path, VerifyOptions};
+use mqseal_core::formats::audit::checkpoint::{key_id, SignedCheckpoint};
+use mqseal_core::formats::audit::event::{EVENT_KINDS, LOG_KINDS};
+use mqseal_core::formats::audit::hashing::{hash_from_hex, origin_hash, record_hash, to_hex, Hash};
+use mqseal_core::formats::audit::keyfile::{load_signing_key, load_verifying_key};
+use mqseal_core::formats::audit::merkle::{consistency_proof, inclusion_proof, leaf_hash, root_of, verify_consistency, verify_inclusion};
+use mqseal_core::formats::audit::verify::{verify_path, VerifyOptions};
 use serde_json::Value;
 
 fn docs() -> PathBuf {

@@ -6,10 +6,10 @@ mod audit_support;
 use std::time::{Duration, Instant};
 
 use audit_support::*;
-use mqseal_core::audit::checkpoint::parse_checkpoints;
-use mqseal_core::audit::writer::default_origin;
-use mqseal_core::audit::{AppendError, AuditConfig, AuditError, AuditEvent, AuditLog};
-use mqseal_core::config::{Durability, QueueFullMode};
+use mqseal_core::broker::config::{Durability, QueueFullMode};
+use mqseal_core::formats::audit::checkpoint::parse_checkpoints;
+use mqseal_core::formats::audit::config::default_origin;
+use mqseal_core::formats::audit::{AppendError, AuditConfig, AuditError, AuditEvent, AuditLog};
 
 fn record(path: &std::path::Path, line: usize) -> serde_json::Value {
     serde_json::from_str(&lines(path)[line]).unwrap()
@@ -42,7 +42,7 @@ fn a_new_log_is_created_sealed_and_verifies() {
     assert_eq!(r0["facts"]["max_unsealed"], 1000 + 4096);
     assert_eq!(
         r0["prev"].as_str().unwrap(),
-        mqseal_core::audit::hashing::to_hex(&mqseal_core::audit::hashing::origin_hash(&report.origin))
+        mqseal_core::formats::audit::hashing::to_hex(&mqseal_core::formats::audit::hashing::origin_hash(&report.origin))
     );
     let r1 = record(&path, 1);
     assert_eq!(r1["kind"], "publish.accepted");
@@ -395,7 +395,7 @@ fn appends_racing_with_parking_lose_nothing() {
     let path = c.path.clone();
     let (log, _) = AuditLog::open(c, key()).unwrap();
     log.tick();
-    let idle = mqseal_core::audit::writer::IDLE_BEFORE_PARK;
+    let idle = mqseal_core::formats::audit::writer::IDLE_BEFORE_PARK;
     let mut appended = 0;
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     // Pauses scattered around the parking moment, so appends meet the writer
@@ -519,7 +519,7 @@ fn config_from_plugin_options() {
     let (p, a, k) = (file("policy.json"), file("authority.pub"), file("broker.pem"));
     let log = dir.path().join("a.jsonl");
     let l = log.display().to_string();
-    let plugin = mqseal_core::config::PluginConfig::from_options([
+    let plugin = mqseal_core::broker::config::PluginConfig::from_options([
         ("policy", p.as_str()),
         ("authority", a.as_str()),
         ("broker_key", k.as_str()),

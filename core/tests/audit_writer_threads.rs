@@ -7,7 +7,7 @@ mod audit_support;
 
 
 use audit_support::*;
-use mqseal_core::audit::AuditLog;
+use mqseal_core::formats::audit::AuditLog;
 
 /// Threads of this process (a new thread may not have named itself yet, so
 /// count them all: this binary runs one test, its other threads are libtest's).

@@ -10,10 +10,10 @@ mod broker;
 #[path = "../benches/support/fleet.rs"]
 mod fleet;
 
-use mqseal_core::decision::{Access, Client, Decision};
-use mqseal_core::envelope::{self, AeadAlg, SealInput};
-use mqseal_core::keys::SignAlg;
-use mqseal_core::policy::{Role, SubscriptionVerdict};
+use mqseal_core::broker::decision::{Access, Client, Decision};
+use mqseal_core::formats::envelope::{self, AeadAlg, SealInput};
+use mqseal_core::formats::keys::SignAlg;
+use mqseal_core::formats::policy::{Role, SubscriptionVerdict};
 
 const DEVICES: usize = 300;
 

@@ -9,13 +9,13 @@ mod broker;
 
 use std::collections::BTreeMap;
 
-use mqseal_core::decision::{Access, Client, Decision};
-use mqseal_core::device_store::unix_millis;
-use mqseal_core::engine::Engine;
-use mqseal_core::envelope::{self, AeadAlg, SealInput};
-use mqseal_core::host::MemoryHost;
-use mqseal_core::keys::{GroupKey, SigningKey};
-use mqseal_core::policy::{DevicePolicy, GroupPolicy, Policy, Role};
+use mqseal_core::broker::decision::{Access, Client, Decision};
+use mqseal_core::broker::engine::Engine;
+use mqseal_core::broker::host::MemoryHost;
+use mqseal_core::device::store::unix_millis;
+use mqseal_core::formats::envelope::{self, AeadAlg, SealInput};
+use mqseal_core::formats::keys::{GroupKey, SigningKey};
+use mqseal_core::formats::policy::{DevicePolicy, GroupPolicy, Policy, Role};
 
 fn key(name: &str) -> SigningKey {
     let seed = match name {
@@ -81,8 +81,8 @@ fn engine(dir: &std::path::Path, unprotected: &str) -> Engine {
     broker::write_broker_files(dir, &policy());
     let mut config = broker::config(dir, &[]);
     config.unprotected = match unprotected {
-        "deny" => mqseal_core::config::UnprotectedMode::Deny,
-        _ => mqseal_core::config::UnprotectedMode::Allow,
+        "deny" => mqseal_core::broker::config::UnprotectedMode::Deny,
+        _ => mqseal_core::broker::config::UnprotectedMode::Allow,
     };
     Engine::start(config, Box::new(MemoryHost::default())).expect("engine starts")
 }

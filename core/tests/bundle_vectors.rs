@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use mqseal_core::bundle::{
+use mqseal_core::formats::bundle::{
     external_aad, kdf_context, unwrap_group_key, wrap_group_key_with, Bundle, WrapRandomness, WrappedKey, BUNDLE_FORMAT,
 };
-use mqseal_core::keys::{hex, GroupKey, KxSecret};
-use mqseal_core::signed_doc::AuthoritySigningKey;
+use mqseal_core::formats::keys::{hex, GroupKey, KxSecret};
+use mqseal_core::formats::signed_doc::AuthoritySigningKey;
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 

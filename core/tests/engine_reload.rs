@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mqseal_core::engine::{Engine, Kick};
-use mqseal_core::host::{Host, LogLevel};
-use mqseal_core::policy::Policy;
+use mqseal_core::broker::engine::{Engine, Kick};
+use mqseal_core::broker::host::{Host, LogLevel};
+use mqseal_core::formats::policy::Policy;
 use parking_lot::Mutex;
 
 /// Keeps every line the engine logs.

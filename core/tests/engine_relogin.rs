@@ -12,10 +12,10 @@ mod fleet;
 use std::path::Path;
 use std::time::Duration;
 
-use mqseal_core::decision::{Decision, DenyReason};
-use mqseal_core::engine::{ConnectionId, Engine, Kick};
-use mqseal_core::login_token::make_token;
-use mqseal_core::policy::Policy;
+use mqseal_core::broker::decision::{Decision, DenyReason};
+use mqseal_core::broker::engine::{ConnectionId, Engine, Kick};
+use mqseal_core::formats::login_token::make_token;
+use mqseal_core::formats::policy::Policy;
 
 const DEVICES: usize = 20;
 const A: ConnectionId = ConnectionId(0x1000);
@@ -39,7 +39,7 @@ fn write_signed(dir: &Path, policy: &Policy) {
 /// own, docs/POLICY.md §3.5): (client id, username, token).
 fn token(i: usize) -> (String, String, String) {
     let (client, user) = (format!("{}-c", fleet::device_id(i)), fleet::username(i));
-    let now = mqseal_core::device_store::unix_millis();
+    let now = mqseal_core::device::store::unix_millis();
     let token = make_token(&fleet::device_signing_key(i), &client, &user, now);
     (client, user, token)
 }

@@ -7,8 +7,8 @@
 #![allow(dead_code)]
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use mqseal_core::envelope::{self, AeadAlg};
-use mqseal_core::keys::{GroupKey, SigningKey};
+use mqseal_core::formats::envelope::{self, AeadAlg};
+use mqseal_core::formats::keys::{GroupKey, SigningKey};
 
 /// RFC 8032 §7.1 TEST 1 secret key.
 pub const ED_SEED: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
@@ -33,7 +33,7 @@ pub fn unhex(s: &str) -> Vec<u8> {
 }
 
 pub fn hex(b: &[u8]) -> String {
-    mqseal_core::keys::hex(b)
+    mqseal_core::formats::keys::hex(b)
 }
 
 pub fn arr32(s: &str) -> [u8; 32] {

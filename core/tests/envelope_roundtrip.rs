@@ -5,8 +5,8 @@
 mod envelope_common;
 
 use envelope_common::*;
-use mqseal_core::envelope::{self, AeadAlg, SealInput};
-use mqseal_core::keys::{GroupKey, SignAlg, SigningKey};
+use mqseal_core::formats::envelope::{self, AeadAlg, SealInput};
+use mqseal_core::formats::keys::{GroupKey, SignAlg, SigningKey};
 
 fn seal_with(signer: &SigningKey, sender: &str, epoch: u64, aead: AeadAlg, gk: &GroupKey, topic: &str, plaintext: &[u8]) -> Vec<u8> {
     envelope::seal(&SealInput {

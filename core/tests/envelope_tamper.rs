@@ -4,8 +4,8 @@
 mod envelope_common;
 
 use envelope_common::*;
-use mqseal_core::envelope::{self, AeadAlg, EnvelopeError, SealInput};
-use mqseal_core::keys::{GroupKey, SigningKey, VerifyingKey};
+use mqseal_core::formats::envelope::{self, AeadAlg, EnvelopeError, SealInput};
+use mqseal_core::formats::keys::{GroupKey, SigningKey, VerifyingKey};
 
 fn small_envelope(signer: &SigningKey, aead: AeadAlg, plaintext: &[u8]) -> Vec<u8> {
     envelope::seal(&SealInput {

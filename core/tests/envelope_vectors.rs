@@ -11,8 +11,8 @@ mod envelope_common;
 use std::path::PathBuf;
 
 use envelope_common::*;
-use mqseal_core::envelope::{self, AeadAlg, SealInput};
-use mqseal_core::keys::{GroupKey, SignAlg, SigningKey, VerifyingKey};
+use mqseal_core::formats::envelope::{self, AeadAlg, SealInput};
+use mqseal_core::formats::keys::{GroupKey, SignAlg, SigningKey, VerifyingKey};
 use serde_json::{json, Value};
 
 const DEFAULT_MAX_LEN: usize = 65536;

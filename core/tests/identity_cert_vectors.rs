@@ -5,10 +5,10 @@
 
 use std::path::PathBuf;
 
-use mqseal_core::control::{IdentityCert, IDENTITY_CERT_FORMAT};
-use mqseal_core::identity::Identity;
-use mqseal_core::keys::{KxSecret, SigningKey};
-use mqseal_core::signed_doc::{signing_input, split_document, AuthoritySigningKey};
+use mqseal_core::formats::control::{IdentityCert, IDENTITY_CERT_FORMAT};
+use mqseal_core::formats::identity::Identity;
+use mqseal_core::formats::keys::{KxSecret, SigningKey};
+use mqseal_core::formats::signed_doc::{signing_input, split_document, AuthoritySigningKey};
 use serde_json::{json, Value};
 
 const AUTHORITY_SEED: [u8; 32] = [0xA0; 32];

@@ -16,8 +16,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use envelope_common::{arr32, ed_key, ed_key_other, hex, p256_key, unhex, ED_SEED, P256_SCALAR};
-use mqseal_core::keys::{SignAlg, SigningKey, VerifyingKey};
-use mqseal_core::login_token::{self, LoginError};
+use mqseal_core::formats::keys::{SignAlg, SigningKey, VerifyingKey};
+use mqseal_core::formats::login_token::{self, LoginError};
 use serde_json::{json, Value};
 
 const CLIENT_ID: &str = "sensor-1111";

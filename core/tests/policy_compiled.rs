@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use mqseal_core::keys::SigningKey;
-use mqseal_core::policy::{
+use mqseal_core::formats::keys::SigningKey;
+use mqseal_core::formats::policy::{
     revocations, CompiledPolicy, DevicePolicy, EpochCheck, GroupPolicy, Policy, RevocationReason, Role,
     SubscriptionVerdict,
 };

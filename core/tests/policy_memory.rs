@@ -6,8 +6,8 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use mqseal_core::keys::SigningKey;
-use mqseal_core::policy::{DevicePolicy, GroupPolicy, Policy, Role};
+use mqseal_core::formats::keys::SigningKey;
+use mqseal_core::formats::policy::{DevicePolicy, GroupPolicy, Policy, Role};
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);

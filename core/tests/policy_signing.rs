@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use mqseal_core::keys::SigningKey;
-use mqseal_core::policy::{load_policy_file, DevicePolicy, GroupPolicy, Policy, Role};
-use mqseal_core::signed_doc::AuthoritySigningKey;
+use mqseal_core::formats::keys::SigningKey;
+use mqseal_core::formats::policy::{load_policy_file, DevicePolicy, GroupPolicy, Policy, Role};
+use mqseal_core::formats::signed_doc::AuthoritySigningKey;
 
 fn sample(version: u64) -> Policy {
     let mut devices = BTreeMap::new();
@@ -37,7 +37,7 @@ fn signed_policy_round_trips_through_a_file() {
     let g = compiled.group_of_topic("g1/x").unwrap();
     let d = compiled.device_by_username("1111").unwrap();
     assert_eq!(compiled.role(g, d), Some(Role::PubSub));
-    let read = mqseal_core::policy::read_policy_file(&path, &authority.public()).unwrap();
+    let read = mqseal_core::formats::policy::read_policy_file(&path, &authority.public()).unwrap();
     assert_eq!(read, sample(4));
 }
 

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use mqseal_core::keys::SigningKey;
-use mqseal_core::policy::{DevicePolicy, GroupPolicy, Policy, PolicyError, Role};
+use mqseal_core::formats::keys::SigningKey;
+use mqseal_core::formats::policy::{DevicePolicy, GroupPolicy, Policy, PolicyError, Role};
 
 fn device(seed: u8, username: &str) -> DevicePolicy {
     DevicePolicy { username: username.into(), sign: SigningKey::ed25519_from_seed(&[seed; 32]).verifying_key() }

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use mqseal_core::keys::{hex, SigningKey};
-use mqseal_core::policy::{DevicePolicy, GroupPolicy, Policy, Role, POLICY_FORMAT};
-use mqseal_core::signed_doc::{signing_input, verify_document, AuthorityPublicKey, AuthoritySigningKey};
+use mqseal_core::formats::keys::{hex, SigningKey};
+use mqseal_core::formats::policy::{DevicePolicy, GroupPolicy, Policy, Role, POLICY_FORMAT};
+use mqseal_core::formats::signed_doc::{signing_input, verify_document, AuthorityPublicKey, AuthoritySigningKey};
 use serde_json::{json, Value};
 
 fn vector_path() -> PathBuf {
@@ -54,7 +54,7 @@ fn generate() -> Value {
     let policy = sample_policy();
     let body = policy.body_bytes().unwrap();
     let document = policy.sign(&authority).unwrap();
-    let parts = mqseal_core::signed_doc::split_document(&document, "v").unwrap();
+    let parts = mqseal_core::formats::signed_doc::split_document(&document, "v").unwrap();
     json!({
         "description": "A signed mqseal policy (docs/POLICY.md). Ed25519 device from seed, P-256 device from scalar; \
                         the authority key from its RFC 8032 seed. Ed25519 is deterministic, so document is exact.",
@@ -93,7 +93,7 @@ fn policy_vector_reproduces() {
     let body = policy.body_bytes().unwrap();
     assert_eq!(v["canonical_body"].as_str().unwrap().as_bytes(), &body[..]);
     assert_eq!(Policy::from_body(&body, "vector").unwrap(), policy);
-    assert!(mqseal_core::canonical_json::is_canonical(&body));
+    assert!(mqseal_core::formats::canonical_json::is_canonical(&body));
 
     // Signing input, signature and the whole file.
     let input = signing_input(POLICY_FORMAT, &body);
@@ -101,7 +101,7 @@ fn policy_vector_reproduces() {
     assert!(input.starts_with(b"mqseal-signed-doc-v1\0mqseal-policy-v1\0{"));
     let document = policy.sign(&authority).unwrap();
     assert_eq!(v["document"].as_str().unwrap().as_bytes(), &document[..]);
-    let parts = mqseal_core::signed_doc::split_document(&document, "v").unwrap();
+    let parts = mqseal_core::formats::signed_doc::split_document(&document, "v").unwrap();
     assert_eq!(v["signature_b64url"], parts.sig);
 
     // The vector document verifies against the authority and parses to the policy.

@@ -2,12 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use mqseal_core::device_store::{join, DeviceStore, DeviceStoreError, OpenError, SealError};
-use mqseal_core::envelope::{self, AeadAlg, SealInput};
-use mqseal_core::identity::DeviceDir;
-use mqseal_core::keys::SignAlg;
-use mqseal_core::policy::Role;
-use mqseal_core::realm::{unix_now, Realm};
+use mqseal_core::device::realm::{unix_now, Realm};
+use mqseal_core::device::store::{join, DeviceStore, DeviceStoreError, OpenError, SealError};
+use mqseal_core::formats::envelope::{self, AeadAlg, SealInput};
+use mqseal_core::formats::identity::DeviceDir;
+use mqseal_core::formats::keys::SignAlg;
+use mqseal_core::formats::policy::Role;
 
 struct Setup {
     _tmp: tempfile::TempDir,
@@ -39,7 +39,7 @@ impl Setup {
     }
 
     /// Exports the policy and the device's bundle and joins with them.
-    fn join(&mut self, id: &str) -> Result<mqseal_core::device_store::JoinReport, DeviceStoreError> {
+    fn join(&mut self, id: &str) -> Result<mqseal_core::device::store::JoinReport, DeviceStoreError> {
         let now = unix_now();
         let policy = self.root.join("policy.json");
         std::fs::write(&policy, self.realm.export_policy(now).unwrap()).unwrap();

@@ -4,12 +4,12 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use mqseal_core::bundle::{unwrap_group_key, Bundle};
-use mqseal_core::identity::{DeviceDir, Identity};
-use mqseal_core::keys::{KxSecret, SignAlg};
-use mqseal_core::policy::{load_policy_file, Role};
-use mqseal_core::realm::{MemberChange, Realm, RealmError};
-use mqseal_core::signed_doc::AuthorityPublicKey;
+use mqseal_core::device::realm::{MemberChange, Realm, RealmError};
+use mqseal_core::formats::bundle::{unwrap_group_key, Bundle};
+use mqseal_core::formats::identity::{DeviceDir, Identity};
+use mqseal_core::formats::keys::{KxSecret, SignAlg};
+use mqseal_core::formats::policy::{load_policy_file, Role};
+use mqseal_core::formats::signed_doc::AuthorityPublicKey;
 
 const T0: u64 = 1_700_000_000;
 

@@ -1,5 +1,5 @@
 //! docs/REASONS.md is the registry of reason tokens. These tests hold it, the
-//! code's own list (`mqseal_core::reasons`) and the sources together:
+//! code's own list (`mqseal_core::formats::reasons`) and the sources together:
 //!
 //! - every token the registry lists is one the code can produce, and every
 //!   token the code can produce is listed, once;
@@ -13,7 +13,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use mqseal_core::reasons;
+use mqseal_core::formats::reasons;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -103,7 +103,7 @@ fn tokens_in_sources() -> Vec<(String, String)> {
             let token = piece.split('"').next().unwrap_or_default();
             found.push((token.to_string(), name.clone()));
         }
-        if name.ends_with("core/src/reasons.rs") {
+        if name.ends_with("core/src/formats/reasons.rs") {
             for piece in code.split(": &str = \"").skip(1) {
                 found.push((piece.split('"').next().unwrap_or_default().to_string(), name.clone()));
             }
@@ -130,7 +130,7 @@ fn the_registry_lists_every_token_of_the_code_once_and_nothing_else() {
     assert!(
         unknown.is_empty(),
         "docs/REASONS.md lists tokens no code produces: {unknown:?}\n\
-         remove them, or add them to their type's list in core/src/reasons.rs if the code does produce them"
+         remove them, or add them to their type's list in core/src/formats/reasons.rs if the code does produce them"
     );
 }
 
@@ -167,11 +167,11 @@ fn the_code_list_is_what_the_sources_return() {
     let missing: Vec<_> = found.iter().filter(|(t, _)| !code.contains(t.as_str())).collect();
     assert!(
         missing.is_empty(),
-        "these tokens are returned by the code but not in core/src/reasons.rs FAMILIES (add them there and to docs/REASONS.md): {missing:?}"
+        "these tokens are returned by the code but not in core/src/formats/reasons.rs FAMILIES (add them there and to docs/REASONS.md): {missing:?}"
     );
     let returned: BTreeSet<&str> = found.iter().map(|(t, _)| t.as_str()).collect();
     let dead: Vec<_> = code.iter().filter(|t| !returned.contains(*t)).collect();
-    assert!(dead.is_empty(), "core/src/reasons.rs lists tokens no reason() function or DenyReason constant returns: {dead:?}");
+    assert!(dead.is_empty(), "core/src/formats/reasons.rs lists tokens no reason() function or DenyReason constant returns: {dead:?}");
 }
 
 #[test]
@@ -187,13 +187,13 @@ fn the_scanner_sees_the_known_shapes() {
 fn kicks_and_stops_name_their_token_through_the_registry_constants() {
     // A literal here would escape the scan; the engine uses reasons::FLOOD etc.
     let mut files = Vec::new();
-    rust_files(&repo().join("core/src/engine"), &mut files);
+    rust_files(&repo().join("core/src/broker/engine"), &mut files);
     for path in files {
         let code = code_of(&path);
         for line in code.lines().filter(|l| l.contains(".kick(") || l.contains("PluginStop {")) {
             assert!(
                 token_literals(line).is_empty(),
-                "{}: `{}` passes a literal reason; use a constant of core/src/reasons.rs",
+                "{}: `{}` passes a literal reason; use a constant of core/src/formats/reasons.rs",
                 path.display(),
                 line.trim()
             );

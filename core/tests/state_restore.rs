@@ -1,4 +1,4 @@
-//! Start-up state against the audit log (crate::state): a signed snapshot saves
+//! Start-up state against the audit log (crate::broker::state): a signed snapshot saves
 //! reading the files before it; without one, or with an edited one, the whole
 //! log is read; an older genuine snapshot put back is harmless; a log whose
 //! earlier files are gone cannot prove everything; an edit in an old file that
@@ -10,13 +10,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use audit_support::*;
-use mqseal_core::audit::{AuditConfig, AuditLog};
-use mqseal_core::replay::ReplayWindow;
-use mqseal_core::state::{self, reason};
+use mqseal_core::broker::replay::ReplayWindow;
+use mqseal_core::broker::state::{self, reason};
+use mqseal_core::formats::audit::{AuditConfig, AuditLog};
 
 /// Writes `n` publish.accepted records (senders dev-0..2, seq = i) through a
 /// writer that rotates every `rotate_bytes`; returns the log's origin and last index.
-fn write_publishes(config: AuditConfig, from: u64, n: u64) -> (String, (u64, mqseal_core::audit::Hash)) {
+fn write_publishes(config: AuditConfig, from: u64, n: u64) -> (String, (u64, mqseal_core::formats::audit::Hash)) {
     let (log, _) = AuditLog::open(config, key()).expect("open");
     let origin = log.origin().to_string();
     for i in from..from + n {
@@ -35,7 +35,7 @@ fn rotating(dir: &Path, rotate_bytes: u64) -> AuditConfig {
 
 /// The log's files (rotated ones and the current one).
 fn log_files(dir: &Path) -> usize {
-    mqseal_core::audit::files::LogPaths::new(dir.join("audit.jsonl")).discover().unwrap().len()
+    mqseal_core::formats::audit::files::LogPaths::new(dir.join("audit.jsonl")).discover().unwrap().len()
 }
 
 fn highest(window: &ReplayWindow, sender: &str) -> Option<u64> {
@@ -100,7 +100,7 @@ fn a_lowered_policy_version_file_is_noticed_and_the_log_wins() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = AuditLog::open(config(dir.path()), key()).unwrap();
     let origin = log.origin().to_string();
-    let loaded = |serial| mqseal_core::audit::AuditEvent::PolicyLoaded { source: "reload".into(), policy_sha256: [1; 32], serial: Some(serial) };
+    let loaded = |serial| mqseal_core::formats::audit::AuditEvent::PolicyLoaded { source: "reload".into(), policy_sha256: [1; 32], serial: Some(serial) };
     log.append(loaded(3)).unwrap();
     log.append(loaded(9)).unwrap();
     log.shutdown();
@@ -146,8 +146,8 @@ fn start_up_cost_on_a_big_log() {
     let n: u64 = std::env::var("MQSEAL_STATE_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let dir = tempfile::tempdir().unwrap();
     let mut c = rotating(dir.path(), 64 * 1024 * 1024);
-    c.durability = mqseal_core::config::Durability::Os;
-    c.queue_full = mqseal_core::config::QueueFullMode::Block;
+    c.durability = mqseal_core::broker::config::Durability::Os;
+    c.queue_full = mqseal_core::broker::config::QueueFullMode::Block;
     c.batch_window = Duration::from_millis(100);
     let (origin, last) = write_publishes(c, 0, n);
     let bytes: u64 = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();

@@ -7,7 +7,7 @@
 mod envelope_common;
 
 use envelope_common::{arr32, ed_key, p256_key, unhex, ED_SEED};
-use mqseal_core::keys::{SignAlg, VerifyingKey};
+use mqseal_core::formats::keys::{SignAlg, VerifyingKey};
 use sha2::{Digest, Sha512};
 
 const MSG: &[u8] = b"mqseal strict verification";

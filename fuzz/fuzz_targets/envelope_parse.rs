@@ -10,8 +10,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use mqseal_core::envelope::{self, AeadAlg, EnvelopeError, SealInput};
-use mqseal_core::keys::{GroupKey, SigningKey, VerifyingKey};
+use mqseal_core::formats::envelope::{self, AeadAlg, EnvelopeError, SealInput};
+use mqseal_core::formats::keys::{GroupKey, SigningKey, VerifyingKey};
 
 const TOPIC: &str = "fleet/sensors/1111/temp";
 

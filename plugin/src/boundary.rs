@@ -2,8 +2,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use mqseal_core::decision::DenyReason;
-use mqseal_core::host::LogLevel;
+use mqseal_core::broker::decision::DenyReason;
+use mqseal_core::broker::host::LogLevel;
 
 use crate::log::log;
 

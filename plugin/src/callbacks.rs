@@ -18,18 +18,18 @@ use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use mqseal_core::decision::{Access, Client, Decision};
-use mqseal_core::config::AuthMode;
-use mqseal_core::engine::{ConnectionId, Engine, Kick};
-use mqseal_core::host::LogLevel;
+use mqseal_core::broker::config::AuthMode;
+use mqseal_core::broker::decision::{Access, Client, Decision};
+use mqseal_core::broker::engine::{ConnectionId, Engine, Kick};
+use mqseal_core::broker::host::LogLevel;
 
 use crate::boundary::guard;
 use crate::broker_api::{self, BrokerApi, Generation};
 use crate::cstr;
 use crate::log::log;
-use crate::sys;
 use crate::sys::mosq_err_t::{MOSQ_ERR_ACL_DENIED, MOSQ_ERR_AUTH, MOSQ_ERR_PLUGIN_DEFER, MOSQ_ERR_SUCCESS};
 use crate::sys::mosquitto_plugin_event as Event;
+use crate::sys;
 
 type Callback = unsafe extern "C" fn(c_int, *mut c_void, *mut c_void) -> c_int;
 

@@ -1,7 +1,7 @@
 //! libmqseal.so: the Mosquitto plugin (API v5).
 //!
 //! This crate only translates: C pointers and return codes in, calls on
-//! `mqseal_core::engine::Engine` out. Every `unsafe` block carries a SAFETY note,
+//! `mqseal_core::broker::engine::Engine` out. Every `unsafe` block carries a SAFETY note,
 //! and every callback runs behind `boundary::guard`, so that no panic reaches C
 //! and every failure refuses access.
 
@@ -14,9 +14,9 @@ mod sys;
 
 use std::ffi::{c_int, c_void};
 
-use mqseal_core::config::PluginConfig;
-use mqseal_core::engine::Engine;
-use mqseal_core::host::LogLevel;
+use mqseal_core::broker::config::PluginConfig;
+use mqseal_core::broker::engine::Engine;
+use mqseal_core::broker::host::LogLevel;
 
 use crate::callbacks::Instance;
 use crate::log::log;

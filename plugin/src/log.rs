@@ -2,7 +2,7 @@
 
 use std::ffi::CString;
 
-use mqseal_core::host::{Host, LogLevel};
+use mqseal_core::broker::host::{Host, LogLevel};
 
 use crate::sys;
 

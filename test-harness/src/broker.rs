@@ -383,11 +383,3 @@ impl Drop for Broker {
         }
     }
 }
-
-impl BrokerConfig {
-    /// mqseal with every required option, a realm with no groups (an empty
-    /// signed policy), and the given `unprotected` mode.
-    pub fn mqseal(unprotected: &str) -> Self {
-        crate::fleet::Fleet::new().broker_config(unprotected)
-    }
-}

@@ -189,8 +189,8 @@ impl Fleet {
     pub fn login_token(&self, id: &str, client_id: &str) -> String {
         let path = self.device_dir(id).join(format!("{id}.sign.pem"));
         let pem = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        let key = mqseal_core::keys::SigningKey::from_pkcs8_pem(&pem).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        mqseal_core::login_token::make_token(&key, client_id, id, mqseal_core::device_store::unix_millis())
+        let key = mqseal_core::formats::keys::SigningKey::from_pkcs8_pem(&pem).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        mqseal_core::formats::login_token::make_token(&key, client_id, id, mqseal_core::device::store::unix_millis())
     }
 
     /// The broker's public key (for `mqseal audit verify --broker-key`).
@@ -202,5 +202,14 @@ impl Fleet {
 impl Default for Fleet {
     fn default() -> Self {
         Fleet::new()
+    }
+}
+
+// Here rather than in `broker`, so that `broker` does not depend on `fleet`.
+impl BrokerConfig {
+    /// mqseal with every required option, a realm with no groups (an empty
+    /// signed policy), and the given `unprotected` mode.
+    pub fn mqseal(unprotected: &str) -> Self {
+        Fleet::new().broker_config(unprotected)
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
-use mqseal_core::audit::hashing::{sha256, to_hex};
+use mqseal_core::formats::audit::hashing::{sha256, to_hex};
 use serde_json::Value;
 use test_harness::clients::{mosquitto_pub, MosquittoSub};
 use test_harness::fleet::mqseal;

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
-use mqseal_core::audit::verify::{verify_path, VerifyOptions};
-use mqseal_core::audit::writer::AppendError;
-use mqseal_core::audit::{AuditConfig, AuditEvent, AuditLog};
+use mqseal_core::formats::audit::verify::{verify_path, VerifyOptions};
+use mqseal_core::formats::audit::writer::AppendError;
+use mqseal_core::formats::audit::{AuditConfig, AuditEvent, AuditLog};
 use serde_json::Value;
 use test_harness::tmpfs::Tmpfs;
 
@@ -39,7 +39,7 @@ fn publish(seq: u64) -> AuditEvent {
         group: "fleet".into(),
         epoch: 1,
         seq,
-        envelope_sha256: mqseal_core::audit::hashing::sha256(&seq.to_be_bytes()),
+        envelope_sha256: mqseal_core::formats::audit::hashing::sha256(&seq.to_be_bytes()),
     }
 }
 
@@ -155,7 +155,7 @@ fn push_policy(fleet: &test_harness::Fleet, broker: &test_harness::Broker) -> st
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
-    mqseal_core::audit::hashing::to_hex(&mqseal_core::audit::hashing::sha256(bytes))
+    mqseal_core::formats::audit::hashing::to_hex(&mqseal_core::formats::audit::hashing::sha256(bytes))
 }
 
 #[test]

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mqseal_core::audit::hashing::{sha256, to_hex};
+use mqseal_core::formats::audit::hashing::{sha256, to_hex};
 use serde_json::Value;
 use test_harness::clients::{mosquitto_pub, MosquittoSub};
 use test_harness::fleet::mqseal;

@@ -1,7 +1,7 @@
 //! The example mosquitto.conf at the top of the repository really works, and it
 //! and README.md document every option the plugin accepts.
 
-use mqseal_core::config::KNOWN_OPTIONS;
+use mqseal_core::broker::config::KNOWN_OPTIONS;
 use test_harness::artifacts::workspace_root;
 use test_harness::clients::{mosquitto_pub, MosquittoSub};
 use test_harness::{Broker, BrokerConfig};

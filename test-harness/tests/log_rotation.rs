@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mqseal_core::device_store::DeviceStore;
-use mqseal_core::envelope::AeadAlg;
+use mqseal_core::device::store::DeviceStore;
+use mqseal_core::formats::envelope::AeadAlg;
 use test_harness::artifacts::workspace_root;
 use test_harness::clients::OwnClient;
 use test_harness::fleet::{mqseal, mqseal_ok};

@@ -6,12 +6,12 @@
 
 use std::path::Path;
 
-use mqseal_core::config::PluginConfig;
-use mqseal_core::engine::Engine;
-use mqseal_core::host::{Host, LogLevel};
-use mqseal_core::keys::{Overwrite, SigningKey};
-use mqseal_core::policy::Policy;
-use mqseal_core::signed_doc::AuthoritySigningKey;
+use mqseal_core::broker::config::PluginConfig;
+use mqseal_core::broker::engine::Engine;
+use mqseal_core::broker::host::{Host, LogLevel};
+use mqseal_core::formats::keys::{Overwrite, SigningKey};
+use mqseal_core::formats::policy::Policy;
+use mqseal_core::formats::signed_doc::AuthoritySigningKey;
 
 /// The broker log, thrown away: the benches measure decisions, not logging.
 pub struct NullHost;

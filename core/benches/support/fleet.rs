@@ -18,8 +18,8 @@
 
 use std::collections::BTreeMap;
 
-use mqseal_core::keys::{GroupKey, SignAlg, SigningKey, VerifyingKey};
-use mqseal_core::policy::{DevicePolicy, GroupPolicy, Policy, Role};
+use mqseal_core::formats::keys::{GroupKey, SignAlg, SigningKey, VerifyingKey};
+use mqseal_core::formats::policy::{DevicePolicy, GroupPolicy, Policy, Role};
 
 /// Distinct signing keys the fleet cycles through.
 pub const KEY_COUNT: usize = 16;

@@ -9,16 +9,16 @@
 //! subscription as a sentinel, see `cli/src/mqtt_link.rs`.)
 //!
 //! Every document is verified against the authority key the device joined
-//! with ([`crate::device_store::update`]), so the broker is not trusted. A
+//! with ([`crate::device::store::update`]), so the broker is not trusted. A
 //! policy that needs keys the device does not have yet (its bundle is on the
 //! way) is held until the bundle arrives; so is a bundle that needs a newer
 //! policy.
 
 use std::path::{Path, PathBuf};
 
-use crate::control::ControlTopic;
-use crate::device_store::{update, DeviceStoreError, JoinReport, KeySource};
-use crate::policy::PolicyError;
+use crate::device::store::{update, DeviceStoreError, JoinReport, KeySource};
+use crate::formats::control::ControlTopic;
+use crate::formats::policy::PolicyError;
 
 /// The control filters a device subscribes to, in this order: the policy, then its own bundle.
 pub fn control_filters(me: &str) -> Vec<String> {

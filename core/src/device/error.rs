@@ -1,13 +1,13 @@
 //! Why a device operation failed: one error type over the errors of the
 //! device directory, sealing and opening. Its reason tokens are those errors'
 //! own `reason()` (the registry, `docs/REASONS.md`, and its code side,
-//! [`crate::reasons`]); [`device_reasons`] lists every token a device can get,
+//! [`crate::formats::reasons`]); [`device_reasons`] lists every token a device can get,
 //! and the C library's result codes and the Python package's exceptions are
 //! named after them.
 
 use std::collections::BTreeSet;
 
-use crate::device_store::{DeviceStoreError, OpenError, SealError};
+use crate::device::store::{DeviceStoreError, OpenError, SealError};
 
 /// A device operation's failure. `Display` says what and where;
 /// [`DeviceError::reason`] gives the stable token.
@@ -35,7 +35,7 @@ impl DeviceError {
     }
 }
 
-/// The token families ([`crate::reasons::FAMILIES`]) a [`DeviceError`] can
+/// The token families ([`crate::formats::reasons::FAMILIES`]) a [`DeviceError`] can
 /// carry tokens of: its own errors and everything they wrap.
 const DEVICE_FAMILIES: &[&str] = &[
     "DeviceStoreError",
@@ -57,7 +57,7 @@ const ACCEPTING_EPOCHS: &[&str] = &["epoch-current", "epoch-previous-in-grace"];
 
 /// Every reason token a [`DeviceError`] can carry.
 pub fn device_reasons() -> BTreeSet<&'static str> {
-    crate::reasons::FAMILIES
+    crate::formats::reasons::FAMILIES
         .iter()
         .filter(|(family, _)| DEVICE_FAMILIES.contains(family))
         .flat_map(|(_, tokens)| tokens.iter().copied())
@@ -72,7 +72,7 @@ mod tests {
     #[test]
     fn every_device_family_is_in_the_registry() {
         for family in DEVICE_FAMILIES {
-            assert!(crate::reasons::FAMILIES.iter().any(|(f, _)| f == family), "{family}");
+            assert!(crate::formats::reasons::FAMILIES.iter().any(|(f, _)| f == family), "{family}");
         }
         let all = device_reasons();
         for token in ["replay", "wrong-group", "bad-signature", "not-a-publisher", "doc-bad-signature", "file-io"] {

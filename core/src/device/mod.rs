@@ -15,16 +15,23 @@
 //! never seal (or open) as the same device at once. A device that only
 //! publishes never takes the replay lock, so `mqseal sub` can read as the same
 //! device alongside it.
+//!
+//! This folder holds what only devices and the administrator use: the device
+//! directory's [`store`] (join, seal, open) and [`sequence`] counter, and the
+//! administrator's [`realm`]. The broker uses none of it.
 
 pub mod control_sync;
 mod error;
+pub mod realm;
+pub mod sequence;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 
 pub use error::{device_reasons, DeviceError};
 
-use crate::device_store::{DeviceStore, DeviceStoreError, JoinReport, Opened, Receiver, Sealed, Sealer};
-use crate::envelope::AeadAlg;
+use crate::device::store::{DeviceStore, DeviceStoreError, JoinReport, Opened, Receiver, Sealed, Sealer};
+use crate::formats::envelope::AeadAlg;
 use control_sync::{ControlSync, SyncOutcome};
 
 /// A joined device, loaded (see the module docs).
@@ -73,15 +80,15 @@ impl Device {
     /// retained messages of [`control_sync::control_filters`], fetched by a
     /// client logged in with [`Device::join_login_token`].
     pub fn join(dir: &Path, authority_file: &Path, policy: &[u8], bundle: &[u8]) -> Result<Device, DeviceError> {
-        let authority = crate::signed_doc::AuthorityPublicKey::load(authority_file).map_err(DeviceStoreError::from)?;
-        let me = crate::identity::DeviceDir::open(dir).map_err(DeviceStoreError::from)?.id().to_string();
+        let authority = crate::formats::signed_doc::AuthorityPublicKey::load(authority_file).map_err(DeviceStoreError::from)?;
+        let me = crate::formats::identity::DeviceDir::open(dir).map_err(DeviceStoreError::from)?.id().to_string();
         let bundle_origin = format!("the bundle of {me}");
-        crate::device_store::join_documents(
+        crate::device::store::join_documents(
             dir,
             &authority,
             policy,
             "the policy",
-            crate::device_store::KeySource::Bundle { bytes: bundle, origin: &bundle_origin },
+            crate::device::store::KeySource::Bundle { bytes: bundle, origin: &bundle_origin },
         )?;
         Device::load(dir)
     }
@@ -90,10 +97,10 @@ impl Device {
     /// its documents for [`Device::join`]): the username is the device id
     /// unless `username` is given (a joined device's is in its policy).
     pub fn join_login_token(dir: &Path, client_id: &str, username: Option<&str>) -> Result<String, DeviceError> {
-        let device = crate::identity::DeviceDir::open(dir).map_err(DeviceStoreError::from)?;
+        let device = crate::formats::identity::DeviceDir::open(dir).map_err(DeviceStoreError::from)?;
         let key = device.signing_key().map_err(DeviceStoreError::from)?;
         let username = username.unwrap_or(device.id());
-        Ok(crate::login_token::make_token(&key, client_id, username, crate::device_store::unix_millis()))
+        Ok(crate::formats::login_token::make_token(&key, client_id, username, crate::device::store::unix_millis()))
     }
 
     /// The device id (the stem of `ID.pub`).
@@ -142,14 +149,14 @@ impl Device {
     /// A login token for `client_id` at the current time: the MQTT password a
     /// broker with `plugin_opt_auth key` accepts once (username: [`Device::username`]).
     pub fn login_token(&self, client_id: &str) -> Result<String, DeviceError> {
-        self.login_token_at(client_id, crate::device_store::unix_millis())
+        self.login_token_at(client_id, crate::device::store::unix_millis())
     }
 
     /// A login token dated `timestamp_ms` (Unix milliseconds).
     pub fn login_token_at(&self, client_id: &str, timestamp_ms: u64) -> Result<String, DeviceError> {
         let username = self.username()?;
         let key = self.store.device().signing_key().map_err(DeviceStoreError::from)?;
-        Ok(crate::login_token::make_token(&key, client_id, username, timestamp_ms))
+        Ok(crate::formats::login_token::make_token(&key, client_id, username, timestamp_ms))
     }
 
     /// Seals `plaintext` for `topic` (AES-256-GCM) at the current time.

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use mqseal_core::audit::verify::{verify_path, VerifyFailure, VerifyOptions, VerifyReport};
-use mqseal_core::audit::{AuditConfig, AuditEvent, AuditLog};
+use mqseal_core::formats::audit::verify::{verify_path, VerifyFailure, VerifyOptions, VerifyReport};
+use mqseal_core::formats::audit::{AuditConfig, AuditEvent, AuditLog};
 
 pub fn key() -> SigningKey {
     SigningKey::from_bytes(&[42; 32])
@@ -30,7 +30,7 @@ pub fn publish(i: u64) -> AuditEvent {
         group: "fleet".into(),
         epoch: 1,
         seq: i,
-        envelope_sha256: mqseal_core::audit::hashing::sha256(&i.to_be_bytes()),
+        envelope_sha256: mqseal_core::formats::audit::hashing::sha256(&i.to_be_bytes()),
     }
 }
 
@@ -97,14 +97,14 @@ pub fn assert_fails_at(result: Result<VerifyReport, VerifyFailure>, file_name: &
 /// Re-hashes a single-file log after edits, as an attacker who can write the
 /// file (but not sign checkpoints) would: every prev is recomputed.
 pub fn rechain(path: &Path, origin: &str) {
-    use mqseal_core::audit::hashing::{origin_hash, record_hash, to_hex};
+    use mqseal_core::formats::audit::hashing::{origin_hash, record_hash, to_hex};
     let mut prev = origin_hash(origin);
     let mut out = Vec::new();
     for (i, line) in lines(path).iter().enumerate() {
         let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
         v["index"] = serde_json::json!(i);
         v["prev"] = serde_json::json!(to_hex(&prev));
-        let bytes = mqseal_core::canonical_json::value_to_vec(&v).unwrap();
+        let bytes = mqseal_core::formats::canonical_json::value_to_vec(&v).unwrap();
         prev = record_hash(&bytes);
         out.push(String::from_utf8(bytes).unwrap());
     }

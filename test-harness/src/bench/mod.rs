@@ -17,9 +17,9 @@ pub mod load;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
-use mqseal_core::device_store::DeviceStore;
-use mqseal_core::envelope::{self, AeadAlg, SealInput};
-use mqseal_core::keys::{GroupKey, SignAlg, SigningKey};
+use mqseal_core::device::store::DeviceStore;
+use mqseal_core::formats::envelope::{self, AeadAlg, SealInput};
+use mqseal_core::formats::keys::{GroupKey, SignAlg, SigningKey};
 use serde_json::json;
 
 use crate::broker::{Broker, BrokerConfig};
