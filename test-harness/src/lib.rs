@@ -9,6 +9,7 @@
 //!   our own MQTT client.
 
 pub mod artifacts;
+pub mod audit_read;
 pub mod bench;
 pub mod broker;
 pub mod clients;

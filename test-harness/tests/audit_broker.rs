@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use mqseal_core::formats::audit::hashing::{sha256, to_hex};
 use serde_json::Value;
+use test_harness::audit_read::{log_records, of_kind};
 use test_harness::clients::{mosquitto_pub, MosquittoSub};
 use test_harness::fleet::mqseal;
 use test_harness::{artifacts, Broker, Fleet};
@@ -62,18 +63,6 @@ fn assert_verifies(fleet: &Fleet, broker: &Broker, checkpoint: Option<&Path>) {
     assert!(stdout.starts_with("OK: "), "{stdout}");
 }
 
-/// Every record of the log file, parsed.
-fn records(path: &Path) -> Vec<Value> {
-    let body = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    body.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("record is not JSON ({e}): {l}")))
-        .collect()
-}
-
-fn of_kind<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    records.iter().filter(|r| r["kind"] == kind).collect()
-}
-
 /// The tree size a checkpoint file signs (its second line).
 fn checkpoint_size(path: &Path) -> u64 {
     let body = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
@@ -120,7 +109,7 @@ fn a_log_written_under_traffic_verifies_and_records_every_decision_without_plain
     let raw = std::fs::read_to_string(&log_path).unwrap();
     assert!(!raw.contains(secret), "plaintext of a sealed message is in the audit log");
     assert!(!raw.contains(denied_secret), "plaintext of a denied publish is in the audit log");
-    let all = records(&log_path);
+    let all = log_records(&log_path);
 
     let accepted = of_kind(&all, "publish.accepted");
     assert_eq!(accepted.len(), SEALED, "publish.accepted records: {accepted:#?}");
@@ -215,7 +204,7 @@ fn sigkill_mid_traffic_then_restart_leaves_a_log_that_verifies() {
     assert!(status.success(), "broker exit {status:?}\n{}", broker.log());
 
     assert_verifies(&fleet, &broker, None);
-    let all = records(&broker.path("audit.jsonl"));
+    let all = log_records(&broker.path("audit.jsonl"));
     assert_eq!(of_kind(&all, "plugin.start").len(), 2, "the restart must show as a second plugin.start");
     // Only the second run stopped cleanly.
     assert_eq!(of_kind(&all, "plugin.stop").len(), 1);
@@ -357,7 +346,7 @@ fn a_torn_last_line_left_by_sigkill_is_cut_and_recorded_at_restart() {
     let after = std::fs::read(&log).unwrap();
     assert!(after.starts_with(&intact), "the intact records before the torn line changed");
     assert!(!text(&after).contains("alice-torn"), "the torn bytes are still in the log");
-    let all = records(&log);
+    let all = log_records(&log);
     let recovered = of_kind(&all, "log.recovered");
     assert_eq!(recovered.len(), 1, "no log.recovered record: {recovered:#?}");
     let facts = &recovered[0]["facts"];

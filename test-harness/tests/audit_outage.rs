@@ -6,7 +6,6 @@
 //! as flooders, while a real flooder is, with a record.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
@@ -14,6 +13,7 @@ use mqseal_core::formats::audit::verify::{verify_path, VerifyOptions};
 use mqseal_core::formats::audit::writer::AppendError;
 use mqseal_core::formats::audit::{AuditConfig, AuditEvent, AuditLog};
 use serde_json::Value;
+use test_harness::audit_read::{log_records};
 use test_harness::tmpfs::Tmpfs;
 
 /// A tmpfs, or None (with the reason printed) where mounting is impossible.
@@ -25,10 +25,6 @@ fn small_disk(bytes: u64) -> Option<Tmpfs> {
             None
         }
     }
-}
-
-fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 fn publish(seq: u64) -> AuditEvent {
@@ -112,7 +108,7 @@ fn the_writer_holds_records_through_a_full_disk_and_records_the_outage() {
     let path = disk.path().join("audit.jsonl");
     let verified = verify_path(&path, &VerifyOptions { keys: vec![key.verifying_key()], ..Default::default() });
     assert!(verified.is_ok(), "the log must verify: {verified:?}");
-    let all = records(&path);
+    let all = log_records(&path);
     let written: Vec<u64> = all.iter().filter(|r| r["kind"] == "publish.accepted").map(|r| r["facts"]["seq"].as_u64().unwrap()).collect();
     let written_set: BTreeSet<u64> = written.iter().copied().collect();
     assert_eq!(written.len(), written_set.len(), "a record was written twice");
@@ -240,7 +236,7 @@ fn a_full_disk_under_the_broker_loses_no_record_and_kicks_only_the_flooder() {
     let out = test_harness::fleet::mqseal(&["audit", "verify", log_path.to_str().unwrap(), "--broker-key", key.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(0), "verify: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 
-    let all = records(&log_path);
+    let all = log_records(&log_path);
     let accepted: Vec<String> = all
         .iter()
         .filter(|r| r["kind"] == "publish.accepted")
@@ -319,7 +315,7 @@ fn logins_are_refused_while_the_log_cannot_record_them_and_accepted_after() {
     let status = broker.stop().expect("broker was running");
     assert!(status.success(), "broker exit {status:?}\n{}", broker.log());
 
-    let all = records(&log_path);
+    let all = log_records(&log_path);
     let accepted: Vec<&str> = all.iter().filter(|r| r["kind"] == "auth.accepted").map(|r| r["facts"]["client"].as_str().unwrap()).collect();
     for client in ["bob-1", "alice-2"] {
         assert!(accepted.contains(&client), "no auth.accepted for {client}: {accepted:?}");

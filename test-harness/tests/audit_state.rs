@@ -5,11 +5,11 @@
 //! recorded, and the log verifies. Also: for the same edited log line, the
 //! plugin's start-up refusal and `mqseal audit verify` name the same line.
 
-use std::path::Path;
 use std::time::Duration;
 
 use mqseal_core::formats::audit::hashing::{sha256, to_hex};
 use serde_json::Value;
+use test_harness::audit_read::{log_records, of_kind};
 use test_harness::clients::{mosquitto_pub, MosquittoSub};
 use test_harness::fleet::mqseal;
 use test_harness::{Broker, Fleet};
@@ -42,15 +42,6 @@ fn publish_raw(broker: &Broker, user: &str, client_id: &str, payload: &[u8]) {
     std::fs::write(&file, payload).expect("write payload");
     let out = mosquitto_pub(broker.port(), &["-u", user, "-i", client_id, "-t", TOPIC, "-q", "1", "-f", file.to_str().unwrap()]);
     assert!(out.status.success(), "mosquitto_pub: {}\nbroker log:\n{}", text(&out.stderr), broker.log());
-}
-
-fn records(path: &Path) -> Vec<Value> {
-    let body = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    body.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
-}
-
-fn of_kind<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {
-    records.iter().filter(|r| r["kind"] == kind).collect()
 }
 
 /// `mqseal audit verify` on the broker's log: its exit code and output.
@@ -109,7 +100,7 @@ fn replay_after_editing(edit: impl FnOnce(&Broker)) {
     assert!(status.success(), "broker exit {status:?}\n{}", broker.log());
 
     assert_verifies(&fleet, &broker);
-    let all = records(&broker.path("audit.jsonl"));
+    let all = log_records(&broker.path("audit.jsonl"));
     for (device, envelope) in &last {
         let hash = to_hex(&sha256(envelope));
         let accepted = of_kind(&all, "publish.accepted").into_iter().filter(|r| r["facts"]["envelope_sha256"] == hash.as_str()).count();
@@ -181,7 +172,7 @@ fn old_policy_put_back(also: impl FnOnce(&Broker)) {
     std::fs::write(broker.path("policy.json"), &old_policy).unwrap();
     std::fs::write(broker.path("policy-version"), format!("{old_version}\n")).unwrap();
     also(&broker);
-    let records_before = records(&broker.path("audit.jsonl")).len();
+    let records_before = log_records(&broker.path("audit.jsonl")).len();
     match broker.restart() {
         Ok(()) => {
             let dave = MosquittoSub::start(broker.port(), "sensors/#", &["-u", "dave", "-i", "dave-sub3"]);
@@ -196,7 +187,7 @@ fn old_policy_put_back(also: impl FnOnce(&Broker)) {
         }
     }
     assert_verifies(&fleet, &broker);
-    let all = records(&broker.path("audit.jsonl"));
+    let all = log_records(&broker.path("audit.jsonl"));
     let this_start = &all[records_before..];
     let rebuilt = of_kind(this_start, "state.rebuilt");
     assert!(

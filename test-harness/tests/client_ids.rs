@@ -12,6 +12,7 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use test_harness::audit_read::{audit_records, fact, output_text};
 use test_harness::clients::{mosquitto_pub, OwnClient};
 use test_harness::fleet::mqseal;
 use test_harness::{Broker, BrokerConfig, Fleet};
@@ -32,29 +33,14 @@ fn key_broker(fleet: &Fleet) -> Broker {
     Broker::start(fleet.broker_config("allow").option("auth", "key"))
 }
 
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
 /// A fresh login token of `device` for `client_id` (each one works once).
 fn token(fleet: &Fleet, device: &str, client_id: &str) -> String {
     // Tokens of one device must be strictly newer than the last one accepted.
     std::thread::sleep(Duration::from_millis(2));
     let dir = fleet.device_dir(device);
     let out = mqseal(&["token", "--device", dir.to_str().unwrap(), "-i", client_id], None);
-    assert!(out.status.success(), "mqseal token: {}", text(&out));
+    assert!(out.status.success(), "mqseal token: {}", output_text(&out));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-/// Audit records of `kind` (`mqseal audit tail --json`).
-fn audit_records(broker: &Broker, kind: &str) -> Vec<serde_json::Value> {
-    let log = broker.path("audit.jsonl");
-    let out = mqseal(&["audit", "tail", log.to_str().unwrap(), "-n", "100000", "--json", "--kind", kind], None);
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-fn fact<'a>(record: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    record.get("facts").and_then(|f| f.get(name)).or_else(|| record.get(name)).unwrap_or(&serde_json::Value::Null)
 }
 
 /// Waits for the `auth.refused` record of `client` logging in as `username`, and returns its reason.
@@ -79,15 +65,15 @@ fn attack(broker: &Broker, client_id: &str, username: &str, password: &str, vers
         broker.port(),
         &["-V", version, "-i", client_id, "-u", username, "-P", password, "-t", "plain/attack", "-m", "x"],
     );
-    assert!(!out.status.success(), "{username} logged in with client id {client_id}: {}", text(&out));
-    assert!(text(&out).to_lowercase().contains("not authori"), "refused for another reason: {}", text(&out));
+    assert!(!out.status.success(), "{username} logged in with client id {client_id}: {}", output_text(&out));
+    assert!(output_text(&out).to_lowercase().contains("not authori"), "refused for another reason: {}", output_text(&out));
 }
 
 /// alice publishes `payload` on `topic` at QoS 1 (unprotected topic, plain payload).
 fn alice_publishes(fleet: &Fleet, broker: &Broker, topic: &str, payload: &str) {
     let id = "alice-pub";
     let out = mosquitto_pub(broker.port(), &["-i", id, "-u", "alice", "-P", &token(fleet, "alice", id), "-t", topic, "-m", payload, "-q", "1"]);
-    assert!(out.status.success(), "alice's publish: {}", text(&out));
+    assert!(out.status.success(), "alice's publish: {}", output_text(&out));
 }
 
 fn assert_no_takeover(broker: &Broker) {
@@ -123,7 +109,7 @@ fn bob_leaves_a_persistent_session(fleet: &Fleet, broker: &Broker, client_id: &s
     let mut args = vec!["-c", "-E", "-q", "1", "-i", client_id, "-u", "bob", "-P", &password, "-t", "plain/queued"];
     args.extend_from_slice(extra);
     let out = run_sub(broker, &args);
-    assert!(out.status.success(), "bob's first session: {}", text(&out));
+    assert!(out.status.success(), "bob's first session: {}", output_text(&out));
     // 2.0 logs "Client ID disconnected.", 2.1 "Client ID [ADDRESS] disconnected.".
     let client = format!("Client {client_id} ");
     let deadline = Instant::now() + WAIT;
@@ -187,7 +173,7 @@ fn the_authority_cannot_take_a_device_client_id_but_keeps_its_own() {
     let push = |id: &str| mqseal(&["policy", "push", "--realm", realm.to_str().unwrap(), "-H", "127.0.0.1", "-p", &port, "--id", id, "--timeout", "5"], None);
 
     let out = push("bob-sub");
-    assert!(!out.status.success(), "the authority logged in as bob-sub: {}", text(&out));
+    assert!(!out.status.success(), "the authority logged in as bob-sub: {}", output_text(&out));
     assert_eq!(refusal_reason(&broker, "bob-sub", "authority"), "client-id-not-owned");
     alice_publishes(&fleet, &broker, "plain/after", "still here");
     assert!(bob.recv(WAIT).is_some(), "bob was disconnected:\n{}", broker.log());
@@ -195,7 +181,7 @@ fn the_authority_cannot_take_a_device_client_id_but_keeps_its_own() {
 
     // Its own client ids ("authority", "authority-..."), as `mqseal` makes them, still work.
     let out = push("authority-admin");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
 }
 
 /// A password file (made with `mosquitto_passwd`) for `users`, password = user name + "-pw".
@@ -234,13 +220,13 @@ fn with_auth_defer_the_username_decides_whose_client_ids_a_login_may_use() {
     assert_eq!(refusal_reason(&broker, "bob", "guest"), "client-id-not-owned");
 
     let out = mosquitto_pub(broker.port(), &["-i", "alice-pub", "-u", "alice", "-P", "alice-pw", "-t", "plain/after", "-m", "still here", "-q", "1"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     assert!(bob.recv(WAIT).is_some(), "bob was disconnected:\n{}", broker.log());
     assert_no_takeover(&broker);
 
     // What mqseal does not object to, the password file still decides.
     let out = mosquitto_pub(broker.port(), &["-i", "guest-1", "-u", "guest", "-P", "guest-pw", "-t", "plain/x", "-m", "m"]);
-    assert!(out.status.success(), "a non-device with a client id of no device: {}", text(&out));
+    assert!(out.status.success(), "a non-device with a client id of no device: {}", output_text(&out));
     let out = mosquitto_pub(broker.port(), &["-i", "eve-1", "-u", "eve", "-P", "wrong", "-t", "plain/x", "-m", "m"]);
-    assert!(!out.status.success(), "a wrong password must still be refused: {}", text(&out));
+    assert!(!out.status.success(), "a wrong password must still be refused: {}", output_text(&out));
 }

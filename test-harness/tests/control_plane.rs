@@ -6,26 +6,13 @@
 use std::process::Command;
 use std::time::Duration;
 
+use test_harness::audit_read::{audit_records, fact, output_text};
 use test_harness::artifacts::{artifacts, workspace_root};
 use test_harness::clients::{mosquitto_pub, MosquittoSub};
 use test_harness::fleet::{mqseal, mqseal_ok};
 use test_harness::{Broker, Fleet};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-fn text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-/// Audit records of `kind`, as JSON lines (`mqseal audit tail --json`).
-fn audit_records(broker: &Broker, kind: &str) -> Vec<serde_json::Value> {
-    let log = broker.path("audit.jsonl");
-    let out = mqseal(&["audit", "tail", log.to_str().unwrap(), "-n", "100000", "--json", "--kind", kind], None);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l:?}: {e}")))
-        .collect()
-}
 
 /// Waits until the audit log holds a record of `kind` for which `pred` holds.
 fn wait_audit(broker: &Broker, kind: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
@@ -37,10 +24,6 @@ fn wait_audit(broker: &Broker, kind: &str, pred: impl Fn(&serde_json::Value) -> 
         assert!(std::time::Instant::now() < deadline, "no matching {kind} record; log:\n{}", broker.log());
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn fact<'a>(record: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    record.get("facts").and_then(|f| f.get(name)).or_else(|| record.get(name)).unwrap_or(&serde_json::Value::Null)
 }
 
 fn port_args(broker: &Broker) -> [String; 4] {
@@ -70,7 +53,7 @@ fn a_pushed_policy_is_applied_and_audited_and_bad_or_old_ones_are_refused() {
 
     // Accepted: a newer version, signed by the trusted authority.
     let out = push_policy(&fleet, &broker);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
     let pushed_version = start_version + 1;
     let pushed = wait_audit(&broker, "policy.pushed", |r| fact(r, "serial") == pushed_version);
     assert!(fact(&pushed, "client").as_str().unwrap().starts_with("authority-push-"));
@@ -81,8 +64,8 @@ fn a_pushed_policy_is_applied_and_audited_and_bad_or_old_ones_are_refused() {
     // Refused: a policy signed by another authority (the CLI sees PUBACK 0x87).
     let stranger = small_fleet();
     let out = push_policy(&stranger, &broker);
-    assert!(!out.status.success(), "a foreign authority's policy was accepted: {}", text(&out));
-    assert!(text(&out).contains("refused"), "{}", text(&out));
+    assert!(!out.status.success(), "a foreign authority's policy was accepted: {}", output_text(&out));
+    assert!(output_text(&out).contains("refused"), "{}", output_text(&out));
     let rejected = wait_audit(&broker, "policy.rejected", |r| fact(r, "reason").as_str().unwrap_or("").contains("doc-wrong-authority"));
     assert_eq!(fact(&rejected, "source"), "push");
 
@@ -96,7 +79,7 @@ fn a_pushed_policy_is_applied_and_audited_and_bad_or_old_ones_are_refused() {
         broker.port(),
         &["-u", "authority", "-i", "forger", "-t", "$mqseal/policy", "-q", "1", "-V", "mqttv5", "-d", "-f", file.to_str().unwrap()],
     );
-    assert!(text(&out).contains("RC:135"), "a tampered policy was not refused: {}", text(&out));
+    assert!(output_text(&out).contains("RC:135"), "a tampered policy was not refused: {}", output_text(&out));
     wait_audit(&broker, "policy.rejected", |r| fact(r, "reason").as_str().unwrap_or("").contains("doc-bad-signature"));
 
     // Refused: the first pushed policy again, after a newer one (a rollback).
@@ -107,7 +90,7 @@ fn a_pushed_policy_is_applied_and_audited_and_bad_or_old_ones_are_refused() {
         broker.port(),
         &["-u", "authority", "-i", "rollback", "-t", "$mqseal/policy", "-q", "1", "-V", "mqttv5", "-d", "-f", file.to_str().unwrap()],
     );
-    assert!(text(&out).contains("RC:135"), "an old policy was not refused: {}", text(&out));
+    assert!(output_text(&out).contains("RC:135"), "an old policy was not refused: {}", output_text(&out));
     wait_audit(&broker, "policy.rejected", |r| fact(r, "reason").as_str().unwrap_or("").starts_with("policy-not-newer"));
 
     // Refused: a valid, newer policy published by anyone but the authority.
@@ -116,7 +99,7 @@ fn a_pushed_policy_is_applied_and_audited_and_bad_or_old_ones_are_refused() {
         broker.port(),
         &["-u", "alice", "-i", "alice-1", "-t", "$mqseal/policy", "-q", "1", "-V", "mqttv5", "-d", "-f", newest.to_str().unwrap()],
     );
-    assert!(text(&out).contains("RC:135"), "a device could push a policy: {}", text(&out));
+    assert!(output_text(&out).contains("RC:135"), "a device could push a policy: {}", output_text(&out));
     let denied = wait_audit(&broker, "publish.denied", |r| fact(r, "client") == "alice-1");
     assert_eq!(fact(&denied, "reason"), "not-authority");
 }
@@ -180,12 +163,12 @@ fn identities_are_public_bundles_private_and_control_topics_closed() {
     }
     // Nobody but the authority writes there, not even a device about itself.
     let out = mosquitto_pub(broker.port(), &["-u", "bob", "-i", "bob-2", "-t", "$mqseal/identity/bob", "-m", "x", "-q", "1", "-V", "mqttv5", "-d"]);
-    assert!(text(&out).contains("RC:135"), "{}", text(&out));
+    assert!(output_text(&out).contains("RC:135"), "{}", output_text(&out));
     // A bundle for a group the policy does not list the device in is refused.
     fleet.add_device("carol");
     fleet.add_member("g", "carol", "sub");
     let out = mqseal(&["bundle", "push", "carol", "--realm", realm.to_str().unwrap(), &p[0], &p[1], &p[2], &p[3]], None);
-    assert!(!out.status.success(), "a bundle ahead of the policy was accepted: {}", text(&out));
+    assert!(!out.status.success(), "a bundle ahead of the policy was accepted: {}", output_text(&out));
     wait_audit(&broker, "publish.denied", |r| {
         fact(r, "topic") == "$mqseal/bundle/carol" && fact(r, "reason") == "control-unknown-device"
     });
@@ -207,7 +190,7 @@ fn the_paper_scenario_runs_end_to_end() {
         .args(["--mqseal", artifacts().cli.to_str().unwrap()])
         .output()
         .expect("run the scenario");
-    let printed = text(&out);
+    let printed = output_text(&out);
     assert!(out.status.success(), "the scenario failed:\n{printed}\nbroker log:\n{}", broker.log());
     assert!(!printed.contains("CHECK FAILED"), "{printed}");
     for expected in [
@@ -239,7 +222,7 @@ fn the_paper_scenario_runs_end_to_end() {
         &["audit", "verify", broker.path("audit.jsonl").to_str().unwrap(), "--broker-key", fleet.broker_public_key().to_str().unwrap()],
         None,
     );
-    assert!(verify.status.success() && text(&verify).starts_with("OK"), "{}", text(&verify));
+    assert!(verify.status.success() && output_text(&verify).starts_with("OK"), "{}", output_text(&verify));
     let bundles = audit_records(&broker, "bundle.published");
     assert!(bundles.iter().any(|r| fact(r, "group") == "hsu0001" && fact(r, "epoch") == 2 && fact(r, "device") == "1113"));
     assert!(!bundles.iter().any(|r| fact(r, "epoch") == 2 && fact(r, "device") == "1112"), "1112 got the new key");
@@ -281,8 +264,8 @@ fn a_right_granted_by_a_push_is_used_without_rejoining() {
     // subscription before it logs the line).
     assert!(broker.wait_for_log(" 0 g/#", WAIT), "{}", broker.log());
     let out = mqseal(&[&["pub", "--device", carol.to_str().unwrap(), "-t", "g/x", "-m", "granted", "-q", "1"][..], &net].concat(), None);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("keys updated over MQTT"), "{}", text(&out));
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(output_text(&out).contains("keys updated over MQTT"), "{}", output_text(&out));
     let got = sub.wait_with_output().expect("sub output");
     assert_eq!(String::from_utf8_lossy(&got.stdout), "granted\n", "{}", String::from_utf8_lossy(&got.stderr));
 }

@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use test_harness::audit_read::{output_text};
 use test_harness::clients::{mosquitto_pub, MosquittoSub, OwnClient};
 use test_harness::fleet::mqseal_ok;
 use test_harness::mqtt_wire::{self, Will};
@@ -31,10 +32,6 @@ fn sensor_fleet(grace: u64) -> Fleet {
     fleet
 }
 
-fn text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
 /// Publishes `payload` with `mosquitto_pub` as MQTT username `user`, client id
 /// `client_id`, at QoS 1, with extra arguments (e.g. `-V mqttv5`, `-r`).
 /// Returns mosquitto_pub's output (with `-d`, it shows the PUBACK).
@@ -44,8 +41,8 @@ fn publish(broker: &Broker, user: &str, client_id: &str, topic: &str, payload: &
     let mut args = vec!["-u", user, "-i", client_id, "-t", topic, "-q", "1", "-d", "-f", file.to_str().unwrap()];
     args.extend_from_slice(extra);
     let out = mosquitto_pub(broker.port(), &args);
-    assert!(out.status.success(), "mosquitto_pub {args:?}: {}", text(&out));
-    text(&out)
+    assert!(out.status.success(), "mosquitto_pub {args:?}: {}", output_text(&out));
+    output_text(&out)
 }
 
 /// MQTT 5 publish; asserts the PUBACK reason: 0 (accepted) or 0x87 (not authorised).

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use test_harness::audit_read::{audit_records, fact, output_text};
 use test_harness::clients::{mosquitto_pub, MosquittoSub};
 use test_harness::fleet::mqseal;
 use test_harness::{Broker, BrokerConfig, Fleet};
@@ -21,21 +22,6 @@ fn fleet() -> Fleet {
     fleet.add_member("sensors", "alice", "pub").add_member("sensors", "bob", "sub");
     fleet.join("alice").join("bob");
     fleet
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-/// Audit records of `kind` (`mqseal audit tail --json`).
-fn audit_records(broker: &Broker, kind: &str) -> Vec<serde_json::Value> {
-    let log = broker.path("audit.jsonl");
-    let out = mqseal(&["audit", "tail", log.to_str().unwrap(), "-n", "100000", "--json", "--kind", kind], None);
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-fn fact<'a>(record: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    record.get("facts").and_then(|f| f.get(name)).or_else(|| record.get(name)).unwrap_or(&serde_json::Value::Null)
 }
 
 /// Waits for a `kind` record of `client` and returns its reason.
@@ -72,7 +58,7 @@ fn unprotected_round_trip(broker: &Broker) -> Vec<String> {
             pub_args.extend_from_slice(&["-u", u]);
         }
         let out = mosquitto_pub(broker.port(), &pub_args);
-        let puback = text(&out).lines().find(|l| l.contains("received PUBACK")).unwrap_or("no PUBACK").to_string();
+        let puback = output_text(&out).lines().find(|l| l.contains("received PUBACK")).unwrap_or("no PUBACK").to_string();
         let accepted = puback.contains("RC:0)") || puback.contains("RC:16)");
         seen.push(format!("{client_id}: subscribed, publish accepted: {accepted}"));
         let got = sub.next_message(WAIT).map(|m| String::from_utf8_lossy(&m.payload).into_owned());
@@ -99,7 +85,7 @@ fn pattern_characters_are_still_refused_on_protected_topics_and_with_unprotected
     let file = broker.path("envelope.bin");
     std::fs::write(&file, &envelope).unwrap();
     let out = mosquitto_pub(broker.port(), &["-V", "mqttv5", "-d", "-u", "alice", "-i", "alice/1", "-t", "sensors/t", "-q", "1", "-f", file.to_str().unwrap()]);
-    assert!(text(&out).contains("RC:135)"), "expected PUBACK 0x87: {}", text(&out));
+    assert!(output_text(&out).contains("RC:135)"), "expected PUBACK 0x87: {}", output_text(&out));
     assert_eq!(audited_reason(&broker, "publish.denied", "alice/1"), "bad-client-id");
     let refused = MosquittoSub::start(broker.port(), "sensors/#", &["-u", "bob", "-i", "bob/sub"]).err().expect("refused");
     assert!(refused.contains("denied"), "{refused}");
@@ -116,11 +102,11 @@ fn pattern_characters_are_still_refused_on_protected_topics_and_with_unprotected
     let acl = "pattern readwrite open/%c/#\n";
     let broker = Broker::start(fleet.broker_config("defer").file("acl", acl).line("acl_file {dir}/acl"));
     let out = mosquitto_pub(broker.port(), &["-V", "mqttv5", "-d", "-i", "a/+", "-t", "open/a/b/x", "-m", "m", "-q", "1"]);
-    assert!(text(&out).contains("RC:135)"), "expected PUBACK 0x87: {}", text(&out));
+    assert!(output_text(&out).contains("RC:135)"), "expected PUBACK 0x87: {}", output_text(&out));
     assert_eq!(audited_reason(&broker, "publish.denied", "a/+"), "bad-client-id");
     // ... while an ordinary id gets what the acl_file grants.
     let out = mosquitto_pub(broker.port(), &["-V", "mqttv5", "-d", "-i", "a1", "-t", "open/a1/x", "-m", "m", "-q", "1"]);
-    assert!(text(&out).contains("RC:0)") || text(&out).contains("RC:16)"), "{}", text(&out));
+    assert!(output_text(&out).contains("RC:0)") || output_text(&out).contains("RC:16)"), "{}", output_text(&out));
 }
 
 #[test]
@@ -130,6 +116,6 @@ fn a_device_login_with_pattern_characters_is_refused() {
     let token = mqseal(&["token", "--device", fleet.device_dir("alice").to_str().unwrap(), "-i", "alice-a/b"], None);
     let token = String::from_utf8(token.stdout).unwrap();
     let out = mosquitto_pub(broker.port(), &["-i", "alice-a/b", "-u", "alice", "-P", token.trim(), "-t", "open/x", "-m", "m"]);
-    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!out.status.success(), "{}", output_text(&out));
     assert_eq!(audited_reason(&broker, "auth.refused", "alice-a/b"), "bad-client-id");
 }

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use test_harness::audit_read::{audit_records, fact, output_text};
 use test_harness::clients::{mosquitto_pub, MosquittoSub, OwnClient};
-use test_harness::fleet::mqseal;
 use test_harness::{Broker, Fleet};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -20,20 +20,6 @@ fn fleet() -> Fleet {
     fleet.add_member("sensors", "alice", "pub").add_member("sensors", "bob", "sub");
     fleet.join("alice").join("bob").join("eve");
     fleet
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn audit_records(broker: &Broker, kind: &str) -> Vec<serde_json::Value> {
-    let log = broker.path("audit.jsonl");
-    let out = mqseal(&["audit", "tail", log.to_str().unwrap(), "-n", "100000", "--json", "--kind", kind], None);
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-fn fact<'a>(record: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    record.get("facts").and_then(|f| f.get(name)).or_else(|| record.get(name)).unwrap_or(&serde_json::Value::Null)
 }
 
 /// Waits until the records of `kind` of `client` satisfy `done`; returns them.
@@ -54,7 +40,7 @@ fn a_publish_refused_on_an_unprotected_topic_is_audited() {
     let fleet = fleet();
     let broker = Broker::start(fleet.broker_config("deny"));
     let out = mosquitto_pub(broker.port(), &["-V", "mqttv5", "-d", "-i", "lamp-1", "-t", "open/lamp", "-m", "on", "-q", "1"]);
-    assert!(text(&out).contains("RC:135)"), "{}", text(&out));
+    assert!(output_text(&out).contains("RC:135)"), "{}", output_text(&out));
     let records = wait_records(&broker, "publish.denied", "lamp-1", |r| !r.is_empty());
     assert_eq!(fact(&records[0], "reason"), "unprotected-denied");
     assert_eq!(fact(&records[0], "topic"), "open/lamp");
@@ -72,7 +58,7 @@ fn deliveries_withheld_are_recorded_once_then_counted() {
         let file = broker.path("m.cose");
         std::fs::write(&file, envelope).unwrap();
         let out = mosquitto_pub(broker.port(), &["-u", "alice", "-i", "alice-1", "-t", "sensors/t", "-q", "1", "-f", file.to_str().unwrap()]);
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
     }
     let marker = mosquitto_pub(broker.port(), &["-i", "marker", "-t", "open/marker", "-m", "done", "-q", "1"]);
     assert!(marker.status.success());
@@ -124,7 +110,7 @@ fn a_bridged_message_on_a_control_topic_is_refused_and_audited() {
     assert!(remote.wait_for_log("remote-bridge 1 sensors/#", WAIT), "{}", remote.log());
     for topic in ["$mqseal/policy", "sensors/t"] {
         let out = mosquitto_pub(remote.port(), &["-i", "remote-pub", "-t", topic, "-m", "not an envelope", "-q", "1"]);
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", output_text(&out));
     }
     let deadline = Instant::now() + WAIT;
     loop {
