@@ -17,6 +17,7 @@ FILE is JSON: {"<ingress topic>": "<hex Ed25519 public key>", ...}. Prints
 
 import argparse
 import json
+import socket
 import sys
 import threading
 
@@ -51,6 +52,10 @@ def main():
             print(f"connect refused: {reason}", file=sys.stderr, flush=True)
             c.disconnect()
             return
+        # paho leaves Nagle's algorithm on: each republished message would wait
+        # for the broker's ACK of the one before. The bench's own clients set
+        # TCP_NODELAY; so does the baseline, to be compared fairly.
+        c.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         c.subscribe(prefix + "#", args.qos)
 
     def on_subscribe(_c, _userdata, _mid, reasons, _properties):
