@@ -52,6 +52,11 @@ impl LineProcess {
         LineProcess { name: name.to_string(), child, stdin, stdout, stderr, seen: Vec::new() }
     }
 
+    /// Its process id (for /proc/<pid>/stat).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Writes one line to its stdin.
     pub fn send_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().unwrap_or_else(|| panic!("{}: stdin already closed", self.name));

@@ -1,5 +1,7 @@
 //! CI smoke run of the benchmark (issue 7): tiny numbers, debug profile, seconds.
-//! It checks the tool works end to end, never how fast anything is.
+//! It checks the tool works end to end, never how fast anything is. The agent
+//! baseline (d) runs once, briefly, where `MQSEAL_PYTHON` names a Python with
+//! paho-mqtt and cryptography (scripts/test sets it to the venv scripts/setup makes).
 
 use test_harness::bench::{self, BenchOptions};
 
@@ -16,6 +18,8 @@ fn tiny(qos: Vec<u8>, rounds: usize) -> BenchOptions {
         rounds,
         settle: std::time::Duration::ZERO,
         verify_iterations: 20,
+        verify_samples: 4,
+        agent_python: None,
         audit_durability: None,
     }
 }
@@ -44,8 +48,11 @@ fn every_configuration_delivers_everything_at_qos0_and_at_qos1_with_a_window() {
     assert_eq!(report.scenarios.iter().map(|s| (s.qos, s.payload)).collect::<Vec<_>>(), [(0, 128), (1, 128)]);
     check_delivered_everything(&report);
     assert!(report.scenarios.iter().all(|s| s.verify_us > 0.0));
+    // The verification samples are spread over the gaps around the one round.
+    assert!(report.scenarios.iter().all(|s| s.verify_samples_us.len() == 4 && s.verify_samples_us.iter().all(|v| *v > 0.0)));
+    assert!(report.scenarios.iter().all(|s| s.agent_rounds.is_empty()), "no (d) without a Python");
     let table = report.markdown();
-    for needle in ["| (a)", "| (b)", "| (c)", "Ceiling for (c)", "### QoS 0, 128 B", "### QoS 1, 128 B", "Targets:"] {
+    for needle in ["CPU: ", "verification backend: ", "| (a)", "| (b)", "| (c)", "Ceiling for (c)", "of 4 samples taken between rounds", "### QoS 0, 128 B", "### QoS 1, 128 B", "Targets:"] {
         assert!(table.contains(needle), "markdown lacks {needle}:\n{table}");
     }
     let json = report.to_json();
@@ -107,11 +114,37 @@ fn the_median_round_is_by_throughput_at_full_speed_and_by_latency_at_a_fixed_rat
         qos: 0,
         payload: 128,
         rounds: vec![round(100.0, 9.0), round(300.0, 1.0), round(200.0, 5.0)],
+        agent_rounds: vec![row("d", 10.0, 50.0), row("d", 30.0, 90.0), row("d", 20.0, 70.0)],
         verify_us: 30.0,
+        verify_samples_us: vec![31.0, 30.0, 45.0],
         rate_limited: false,
     };
     assert_eq!((s.median(0).msgs_per_s, s.median(0).p50_us), (200.0, 5.0));
+    assert_eq!(s.agent_median().map(|d| d.msgs_per_s), Some(20.0));
+    assert_eq!(s.c_over_agent(), Some(10.0));
+    assert_eq!(s.verify_spread(), (30.0, 31.0, 45.0));
     s.rounds = vec![round(4000.0, 9.0), round(4000.0, 1.0), round(4001.0, 3.0)];
     s.rate_limited = true;
     assert_eq!(s.median(2).p50_us, 3.0, "the round with the median p50, whatever its msg/s");
+}
+
+#[test]
+fn the_agent_baseline_verifies_and_republishes_everything_where_a_python_is_given() {
+    let Ok(python) = std::env::var("MQSEAL_PYTHON") else {
+        eprintln!("MQSEAL_PYTHON is not set: (d) left to scripts/bench (scripts/test runs it)");
+        return;
+    };
+    let mut options = tiny(vec![1], 1);
+    options.agent_python = Some(python);
+    let report = bench::run(&options).expect("bench runs with the agent");
+    check_delivered_everything(&report);
+    let s = &report.scenarios[0];
+    assert_eq!(s.agent_rounds.len(), 1);
+    let d = &s.agent_rounds[0];
+    assert_eq!((d.name.as_str(), d.expected, d.delivered), (bench::AGENT, 200, 200), "{d:?}");
+    // It delivers the message without its 64-byte signature, and costs CPU of its own.
+    assert_eq!(d.wire_payload_bytes, 128 + 64, "{d:?}");
+    assert!(d.broker_cpu_s > 0.0 && d.p99_us >= d.p50_us, "{d:?}");
+    let table = report.markdown();
+    assert!(table.contains("| (d) plain Mosquitto + verify-and-republish agent") && table.contains("(c)/(d)"), "{table}");
 }

@@ -44,6 +44,9 @@ pub struct Workload {
     pub publishers: Vec<(String, String, Vec<Vec<u8>>)>,
     /// (MQTT username, topic filter) per subscriber.
     pub subscribers: Vec<(String, String)>,
+    /// Bytes at the start of each published payload that its delivered copy
+    /// lacks: the verify-and-republish agent strips the 64-byte signature.
+    pub delivered_offset: usize,
 }
 
 /// What the timed phase measured.
@@ -166,7 +169,8 @@ pub fn run(work: Workload) -> Result<LoadResult> {
     let mut index = HashMap::new();
     for (p, (_, _, payloads)) in work.publishers.iter().enumerate() {
         for (i, payload) in payloads.iter().enumerate() {
-            if index.insert(payload_key(payload), (p as u32, i as u32)).is_some() {
+            let delivered = payload.get(work.delivered_offset..).ok_or_else(|| anyhow!("payload shorter than delivered_offset"))?;
+            if index.insert(payload_key(delivered), (p as u32, i as u32)).is_some() {
                 bail!("two payloads hash alike (publisher {p}, message {i}): payloads must be unique");
             }
         }

@@ -11,8 +11,14 @@
 //! differences the targets are about; so each (QoS, payload) scenario runs the
 //! three configurations several rounds, interleaved, rotating which goes first,
 //! and reports each configuration's median round.
+//!
+//! With a Python given ([`BenchOptions::agent_python`]), each round also runs
+//! (d), the baseline users build without mqseal: plain Mosquitto and a separate
+//! verify-and-republish agent ([`agent`]).
 
+pub mod agent;
 pub mod load;
+pub mod machine;
 
 use std::time::Instant;
 
@@ -52,8 +58,15 @@ pub struct BenchOptions {
     pub rounds: usize,
     /// How long each broker runs before its timed phase (see [`SETTLE_AFTER_START`]).
     pub settle: std::time::Duration,
-    /// Iterations of the in-process Ed25519 verify microbenchmark.
+    /// Iterations of the in-process Ed25519 verify microbenchmark, over all its samples.
     pub verify_iterations: usize,
+    /// Samples of it per scenario, taken between rounds (before the first, between
+    /// each two and after the last), so that the ceiling's figure is a median
+    /// over the whole scenario rather than one moment of a shared machine.
+    pub verify_samples: usize,
+    /// The Python (with paho-mqtt and cryptography) that runs the agent baseline
+    /// (d); None: no (d).
+    pub agent_python: Option<String>,
     /// `plugin_opt_audit_durability` for (c); None = the plugin's default (fsync).
     pub audit_durability: Option<String>,
 }
@@ -72,6 +85,8 @@ impl Default for BenchOptions {
             rounds: 5,
             settle: SETTLE_AFTER_START,
             verify_iterations: 20_000,
+            verify_samples: 40,
+            agent_python: None,
             audit_durability: None,
         }
     }
@@ -105,10 +120,16 @@ pub const SETTLE_AFTER_START: std::time::Duration = std::time::Duration::from_mi
 
 /// The three configurations, in table order.
 pub const CONFIGURATIONS: [&str; 3] = ["(a) plain Mosquitto", "(b) mqseal, unprotected topic", "(c) mqseal, protected topic"];
+/// The baseline's row; its CPU figures are the broker's and the agent's together.
+pub const AGENT: &str = "(d) plain Mosquitto + verify-and-republish agent (Python)";
 
 /// The targets of issue 7, reported (never asserted: speed is not a test).
 pub const TARGET_B_OVER_A: f64 = 0.97;
 pub const TARGET_C_OVER_CEILING: f64 = 0.9;
+/// Issue 16: protected QoS 0 throughput at least ten times the agent baseline's.
+pub const TARGET_C_OVER_AGENT: f64 = 10.0;
+/// Issue 16: p99 latency at 1,000 msg/s protected at most twice plain Mosquitto's.
+pub const TARGET_P99_C_OVER_A: f64 = 2.0;
 
 /// One configuration's measurements in one round.
 #[derive(Debug, Clone)]
@@ -136,9 +157,13 @@ pub struct Scenario {
     pub payload: usize,
     /// `rounds[r][k]`: configuration k (0 = (a), 1 = (b), 2 = (c)) in round r.
     pub rounds: Vec<[Row; 3]>,
-    /// One signature verification of this scenario's envelopes, µs (see
-    /// [`measure_verify_us`]).
+    /// (d) in each round, if the agent ran.
+    pub agent_rounds: Vec<Row>,
+    /// One signature verification of this scenario's envelopes, µs: the median
+    /// of `verify_samples_us` (see [`measure_verify_us`]).
     pub verify_us: f64,
+    /// Every sample of it, taken between rounds, µs.
+    pub verify_samples_us: Vec<f64>,
     /// Ran at a fixed rate: every round has the same throughput, so the median
     /// round is the one with the median p50 latency.
     pub rate_limited: bool,
@@ -148,13 +173,36 @@ impl Scenario {
     /// Configuration k's median round: by throughput, or by p50 latency in a
     /// rate-limited run (the lower middle one for an even number of rounds).
     pub fn median(&self, k: usize) -> &Row {
-        let mut rows: Vec<&Row> = self.rounds.iter().map(|r| &r[k]).collect();
+        self.median_of(self.rounds.iter().map(|r| &r[k]).collect()).expect("at least one round")
+    }
+
+    /// (d)'s median round, if the agent ran.
+    pub fn agent_median(&self) -> Option<&Row> {
+        self.median_of(self.agent_rounds.iter().collect())
+    }
+
+    /// (c)'s median throughput over (d)'s: what mqseal gains over the baseline.
+    pub fn c_over_agent(&self) -> Option<f64> {
+        self.agent_median().map(|d| self.median(2).msgs_per_s / d.msgs_per_s)
+    }
+
+    /// (lowest, median, highest) of the verification samples, µs.
+    pub fn verify_spread(&self) -> (f64, f64, f64) {
+        let mut v = self.verify_samples_us.clone();
+        v.sort_by(f64::total_cmp);
+        (v.first().copied().unwrap_or(f64::NAN), percentile(&v, 0.5), v.last().copied().unwrap_or(f64::NAN))
+    }
+
+    fn median_of<'a>(&self, mut rows: Vec<&'a Row>) -> Option<&'a Row> {
+        if rows.is_empty() {
+            return None;
+        }
         if self.rate_limited {
             rows.sort_by(|x, y| x.p50_us.total_cmp(&y.p50_us));
         } else {
             rows.sort_by(|x, y| x.msgs_per_s.total_cmp(&y.msgs_per_s));
         }
-        rows[(rows.len() - 1) / 2]
+        Some(rows[(rows.len() - 1) / 2])
     }
 
     /// (lowest, highest) throughput of configuration k over the rounds.
@@ -190,6 +238,9 @@ impl Scenario {
 pub struct Report {
     pub options: BenchOptions,
     pub scenarios: Vec<Scenario>,
+    /// [`machine::cpu_model`] and [`machine::verification_backend`] of this run.
+    pub cpu_model: String,
+    pub verification_backend: String,
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -268,12 +319,16 @@ fn subscriber_id(s: usize) -> String {
 }
 
 /// Runs one configuration: starts the broker, runs the load, stops the broker.
+/// The agent to run beside the broker in (d): (python, QoS, in-flight window, key file).
+type AgentRun<'a> = (&'a str, u8, usize, &'a std::path::Path);
+
 fn measure(
     name: &str,
     config: BrokerConfig,
     settle: std::time::Duration,
     workload: impl FnOnce(u16) -> Workload,
     wire_payload_bytes: usize,
+    agent: Option<AgentRun<'_>>,
 ) -> Result<Row> {
     // Every configuration logs as a production broker would and queues without a
     // limit, so that a slow subscriber loses no QoS 1 message at unlimited rate.
@@ -284,11 +339,22 @@ fn measure(
     // configuration gets the same settling time after it accepts connections.
     // (mqseal's start-up records keep its audit writer thread for 100-200 ms,
     // and a second thread alone costs Mosquitto 8 %: see docs/PERFORMANCE.md.)
+    let agent = match agent {
+        Some((python, qos, inflight, keys)) => Some(agent::Agent::start(python, broker.port(), qos, inflight, keys)?),
+        None => None,
+    };
     std::thread::sleep(settle);
     let workload = workload(broker.port());
-    let cpu_before = process_cpu_seconds(pid)?;
+    // (d) is charged the broker's CPU and the agent's.
+    let cpu = |agent: &Option<agent::Agent>| -> Result<f64> {
+        Ok(process_cpu_seconds(pid)? + agent.as_ref().map_or(Ok(0.0), |a| process_cpu_seconds(a.pid()))?)
+    };
+    let cpu_before = cpu(&agent)?;
     let result: LoadResult = load::run(workload).with_context(|| format!("{name}: load"))?;
-    let cpu_after = process_cpu_seconds(pid)?;
+    let cpu_after = cpu(&agent)?;
+    if let Some(agent) = agent {
+        agent.stop().with_context(|| name.to_string())?;
+    }
     broker.stop();
     let elapsed_s = result.elapsed.as_secs_f64().max(1e-9);
     let broker_cpu_s = cpu_after - cpu_before;
@@ -351,22 +417,30 @@ fn seal_all(fleet: &Fleet, plain: &Payloads) -> Result<Payloads> {
     Ok(sealed)
 }
 
-/// Runs every scenario: (a), (b), (c) `rounds` times each, interleaved.
+/// Runs every scenario: (a), (b), (c) and, with a Python, (d) `rounds` times
+/// each, interleaved; the verification samples in the gaps between rounds.
 pub fn run(options: &BenchOptions) -> Result<Report> {
     if options.qos.is_empty() || options.payloads.is_empty() || options.rounds == 0 {
         return Err(anyhow!("nothing to run: give at least one QoS, one payload size and one round"));
     }
     let counts = per_publisher(options);
     let fleet = bench_fleet(options);
+    let agent_dir = tempfile::tempdir().context("temp dir for the agent's keys")?;
+    let gaps = options.rounds + 1;
+    let samples = options.verify_samples.max(gaps);
+    let iterations_per_sample = (options.verify_iterations / samples).max(1);
     let mut scenarios = Vec::new();
     for &payload in &options.payloads {
         let plain: Payloads =
             counts.iter().enumerate().map(|(p, &n)| (0..n).map(|i| plaintext(payload, p, i)).collect()).collect();
         let sealed = seal_all(&fleet, &plain)?;
         let envelope_bytes = sealed.first().and_then(|e| e.first()).map_or(0, Vec::len);
-        let verify_us = measure_verify_us(options.verify_iterations, payload)?;
+        let signed = match &options.agent_python {
+            Some(_) => Some(agent::sign_all(&plain, agent_dir.path())?),
+            None => None,
+        };
         for &qos in &options.qos {
-            let workload = |topic_prefix: &str, filter: &str, payloads: &Payloads| {
+            let workload = |topic_prefix: &str, filter: &str, payloads: &Payloads, delivered_offset: usize| {
                 let publishers = payloads
                     .iter()
                     .enumerate()
@@ -382,22 +456,50 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
                     subscriber_batch_bytes,
                     publishers,
                     subscribers,
+                    delivered_offset,
                 }
             };
+            let configurations = if signed.is_some() { 4 } else { 3 };
+            let mut verify_samples_us = Vec::with_capacity(samples);
+            let mut sample_verify = |gap: usize| -> Result<()> {
+                // Spread the samples evenly over the gaps.
+                let n = samples / gaps + usize::from(gap < samples % gaps);
+                for _ in 0..n {
+                    verify_samples_us.push(measure_verify_us(iterations_per_sample, payload)?);
+                }
+                Ok(())
+            };
             let mut rounds = Vec::new();
+            let mut agent_rounds = Vec::new();
             for round in 0..options.rounds {
+                sample_verify(round)?;
                 let mut rows: [Option<Row>; 3] = [None, None, None];
                 // Rotate the order so that no configuration always runs first or last.
-                for k in (0..3).map(|i| (i + round) % 3) {
+                for k in (0..configurations).map(|i| (i + round) % configurations) {
                     let row = match k {
-                        0 => measure(CONFIGURATIONS[0], BrokerConfig::plain(), options.settle, workload("bench", "bench/#", &plain), payload.max(16))?,
-                        1 => measure(CONFIGURATIONS[1], fleet.broker_config("allow"), options.settle, workload("open", "open/#", &plain), payload.max(16))?,
-                        _ => {
+                        0 => measure(CONFIGURATIONS[0], BrokerConfig::plain(), options.settle, workload("bench", "bench/#", &plain, 0), payload.max(16), None)?,
+                        1 => measure(CONFIGURATIONS[1], fleet.broker_config("allow"), options.settle, workload("open", "open/#", &plain, 0), payload.max(16), None)?,
+                        2 => {
                             let mut protected = fleet.broker_config("allow");
                             if let Some(durability) = &options.audit_durability {
                                 protected = protected.option("audit_durability", durability);
                             }
-                            measure(CONFIGURATIONS[2], protected, options.settle, workload("bench", "bench/#", &sealed), envelope_bytes)?
+                            measure(CONFIGURATIONS[2], protected, options.settle, workload("bench", "bench/#", &sealed, 0), envelope_bytes, None)?
+                        }
+                        _ => {
+                            let (signed, keys) = signed.as_ref().expect("signed payloads for (d)");
+                            let python = options.agent_python.as_deref().expect("a Python for (d)");
+                            let wire = signed.first().and_then(|s| s.first()).map_or(0, Vec::len);
+                            let run = Some((python, qos, options.inflight, keys.as_path()));
+                            agent_rounds.push(measure(
+                                AGENT,
+                                BrokerConfig::plain(),
+                                options.settle,
+                                workload(agent::INGRESS, "bench/#", signed, agent::SIGNATURE_LEN),
+                                wire,
+                                run,
+                            )?);
+                            continue;
                         }
                     };
                     rows[k] = Some(row);
@@ -405,10 +507,17 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
                 let [a, b, c] = rows;
                 rounds.push([a.expect("ran (a)"), b.expect("ran (b)"), c.expect("ran (c)")]);
             }
-            scenarios.push(Scenario { qos, payload, rounds, verify_us, rate_limited: options.rate.is_some() });
+            sample_verify(options.rounds)?;
+            let verify_us = median(verify_samples_us.clone());
+            scenarios.push(Scenario { qos, payload, rounds, agent_rounds, verify_us, verify_samples_us, rate_limited: options.rate.is_some() });
         }
     }
-    Ok(Report { options: options.clone(), scenarios })
+    Ok(Report {
+        options: options.clone(),
+        scenarios,
+        cpu_model: machine::cpu_model(),
+        verification_backend: machine::verification_backend(),
+    })
 }
 
 fn verdict(value: f64, target: f64) -> &'static str {
@@ -423,7 +532,8 @@ impl Report {
     /// The results as Markdown: a summary line per scenario, then each scenario's table.
     pub fn markdown(&self) -> String {
         let o = &self.options;
-        let mut out = format!(
+        let mut out = format!("CPU: {}; verification backend: {}\n\n", self.cpu_model, self.verification_backend);
+        out.push_str(&format!(
             "{} messages per run, {} publishers, {} subscribers, rate {}, QoS 1 in-flight window {}, subscriber reads {}, \
              audit durability {}, {} round(s) per configuration (median shown; order rotated each round)\n\n",
             o.messages,
@@ -434,7 +544,8 @@ impl Report {
             o.subscriber_reads(),
             o.audit_durability.as_deref().unwrap_or("default (fsync)"),
             o.rounds,
-        );
+        ));
+        let with_agent = self.scenarios.iter().any(|s| !s.agent_rounds.is_empty());
         out.push_str(
             "| QoS | payload B | (a) msg/s | (b) msg/s | (b)/(a) | broker CPU µs/msg (a) / (b) / (c) | (c) msg/s | (c)/(a) | ceiling for (c) msg/s | (c)/ceiling |\n",
         );
@@ -456,6 +567,53 @@ impl Report {
                 s.c_over_ceiling(),
             ));
         }
+        if with_agent {
+            out.push_str("\n| QoS | payload B | (d) agent msg/s | (d) CPU µs/msg (broker + agent) | (c) msg/s | (c)/(d) | p50 µs (a) / (c) / (d) | p99 µs (a) / (c) / (d) |\n");
+            out.push_str("|---|---|---|---|---|---|---|---|\n");
+            for s in &self.scenarios {
+                let Some(d) = s.agent_median() else { continue };
+                let (a, c) = (s.median(0), s.median(2));
+                out.push_str(&format!(
+                    "| {} | {} | {:.0} | {:.1} | {:.0} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} |\n",
+                    s.qos,
+                    s.payload,
+                    d.msgs_per_s,
+                    median(s.agent_rounds.iter().map(|r| r.cpu_us_per_msg).collect()),
+                    c.msgs_per_s,
+                    s.c_over_agent().unwrap_or(f64::NAN),
+                    a.p50_us,
+                    c.p50_us,
+                    d.p50_us,
+                    a.p99_us,
+                    c.p99_us,
+                    d.p99_us,
+                ));
+            }
+        }
+        if o.rate.is_some() {
+            out.push_str(&format!(
+                "\nAt this rate, p99 latency (c)/(a) (target at 1,000 msg/s: <= {TARGET_P99_C_OVER_A}): {}.\n",
+                self.scenarios
+                    .iter()
+                    .map(|s| {
+                        let ratio = s.median(2).p99_us / s.median(0).p99_us;
+                        format!("QoS {} {} B {ratio:.2} {}", s.qos, s.payload, if ratio <= TARGET_P99_C_OVER_A { "met" } else { "missed" })
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if with_agent && o.rate.is_none() {
+            out.push_str(&format!(
+                "\nTarget (c)/(d) >= {TARGET_C_OVER_AGENT} at QoS 0: {}.\n",
+                self.scenarios
+                    .iter()
+                    .filter(|s| s.qos == 0)
+                    .filter_map(|s| s.c_over_agent().map(|r| format!("{} B {r:.2} {}", s.payload, verdict(r, TARGET_C_OVER_AGENT))))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         if o.rate.is_some() {
             out.push_str(
                 "\nThis run was rate-limited: msg/s is the offered rate, so the ratios and the ceiling fraction say \
@@ -472,9 +630,15 @@ impl Report {
             out.push_str(&format!("\n### QoS {}, {} B payload\n\n", s.qos, s.payload));
             out.push_str("| configuration | delivered | msg/s | range over rounds | vs (a) | p50 µs | p99 µs | max µs | broker CPU s | CPU µs/msg | wire payload B |\n");
             out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
-            for k in 0..3 {
-                let r = s.median(k);
+            let agent = s.agent_median().map(|d| {
+                let rates = s.agent_rounds.iter().map(|r| r.msgs_per_s);
+                (d, rates.clone().fold(f64::INFINITY, f64::min), rates.fold(0.0, f64::max))
+            });
+            let rows = (0..3).map(|k| {
                 let (low, high) = s.range(k);
+                (s.median(k), low, high)
+            });
+            for (r, low, high) in rows.chain(agent) {
                 out.push_str(&format!(
                     "| {} | {}/{} | {:.0} | {:.0}-{:.0} | {:.3} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {} |\n",
                     r.name,
@@ -483,7 +647,7 @@ impl Report {
                     r.msgs_per_s,
                     low,
                     high,
-                    s.ratio_to_a(k),
+                    r.msgs_per_s / s.median(0).msgs_per_s,
                     r.p50_us,
                     r.p99_us,
                     r.max_us,
@@ -492,13 +656,16 @@ impl Report {
                     r.wire_payload_bytes
                 ));
             }
+            let (low, mid, high) = s.verify_spread();
             out.push_str(&format!(
                 "\nCeiling for (c): 1 / ({:.1} µs median broker CPU per message in (a) + {:.1} µs to verify one envelope) = {:.0} msg/s; \
-                 (c) reaches {:.3} of it.\n",
+                 (c) reaches {:.3} of it. Verification: median {mid:.1} µs of {} samples taken between rounds, \
+                 lowest {low:.1}, highest {high:.1}.\n",
                 s.median_cpu_us(0),
                 s.verify_us,
                 s.ceiling_msgs_per_s(),
-                s.c_over_ceiling()
+                s.c_over_ceiling(),
+                s.verify_samples_us.len(),
             ));
         }
         out
@@ -526,6 +693,10 @@ impl Report {
                     "c_over_a": s.ratio_to_a(2),
                     "median_cpu_us_per_msg": (0..3).map(|k| s.median_cpu_us(k)).collect::<Vec<_>>(),
                     "verify_us": s.verify_us,
+                    "verify_samples_us": s.verify_samples_us,
+                    "agent_median": s.agent_median().map(row_json),
+                    "c_over_agent": s.c_over_agent(),
+                    "agent_rounds": s.agent_rounds.iter().map(row_json).collect::<Vec<_>>(),
                     "ceiling_msgs_per_s": s.ceiling_msgs_per_s(),
                     "c_over_ceiling": s.c_over_ceiling(),
                     "rounds": s.rounds.iter().map(|r| r.iter().map(row_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
@@ -533,13 +704,19 @@ impl Report {
             })
             .collect();
         json!({
+            "cpu_model": self.cpu_model,
+            "verification_backend": self.verification_backend,
             "options": {
                 "messages": o.messages, "publishers": o.publishers, "subscribers": o.subscribers, "qos": o.qos,
                 "payloads": o.payloads, "rate": o.rate, "inflight": o.inflight, "rounds": o.rounds,
                 "subscriber_reads": o.subscriber_reads(),
                 "audit_durability": o.audit_durability,
+                "verify_samples": o.verify_samples, "agent": o.agent_python.is_some(),
             },
-            "targets": { "b_over_a": TARGET_B_OVER_A, "c_over_ceiling": TARGET_C_OVER_CEILING },
+            "targets": {
+                "b_over_a": TARGET_B_OVER_A, "c_over_ceiling": TARGET_C_OVER_CEILING,
+                "c_over_agent": TARGET_C_OVER_AGENT, "p99_c_over_a_at_1000": TARGET_P99_C_OVER_A,
+            },
             "scenarios": scenarios,
         })
     }
@@ -574,13 +751,15 @@ pub fn parse_args(args: &[String]) -> Result<(BenchOptions, Option<String>, Opti
             "--rounds" => o.rounds = count(&value()?)?.max(1),
             "--eager-subscribers" => o.batched_reads = false,
             "--verify-iterations" => o.verify_iterations = count(&value()?)?.max(1),
+            "--verify-samples" => o.verify_samples = count(&value()?)?.max(1),
+            "--agent-python" => o.agent_python = Some(value()?),
             "--audit-durability" => o.audit_durability = Some(value()?),
             "--json" => json_out = Some(value()?),
             "--markdown" => md_out = Some(value()?),
             other => {
                 return Err(anyhow!(
                     "unknown option '{other}' (see --messages --publishers --subscribers --qos --payload --rate --inflight \
-                     --eager-subscribers --rounds --verify-iterations --audit-durability --json --markdown)"
+                     --eager-subscribers --rounds --verify-iterations --verify-samples --agent-python --audit-durability --json --markdown)"
                 ))
             }
         }
