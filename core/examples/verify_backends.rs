@@ -65,4 +65,11 @@ fn main() {
         assert!(v.verify_oneshot(&sb, &msg).unwrap());
     });
     println!("Ed25519 verify: ed25519-dalek verify_strict {dalek:.1} us, OpenSSL {oed:.1} us");
+    // Through mqseal (strict checks, then the backend chosen at key load).
+    use mqseal_core::formats::keys::{SignAlg, SigningKey, VerifyingKey};
+    let signer = SigningKey::p256_from_scalar(&[7u8; 32]).unwrap();
+    let key = VerifyingKey::from_raw(SignAlg::P256, &signer.verifying_key().to_raw()).unwrap();
+    let sig = signer.sign(&msg);
+    let ours = median_us(|| key.verify(&msg, &sig).unwrap());
+    println!("mqseal VerifyingKey::verify ESP256 {ours:.1} us; {}", mqseal_core::formats::verify_backend::describe());
 }

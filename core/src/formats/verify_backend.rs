@@ -33,11 +33,11 @@ impl P256Backend {
     /// Every backend, for tests that run the same vectors through each.
     pub const ALL: [P256Backend; 2] = [P256Backend::RustCrypto, P256Backend::OpenSsl];
 
-    /// A name for logs and the benchmark ("openssl 3.0.19").
+    /// A name for logs and the benchmark ("OpenSSL 3.0.19 27 Jan 2026").
     pub fn name(self) -> String {
         match self {
             P256Backend::RustCrypto => "rustcrypto p256".to_owned(),
-            P256Backend::OpenSsl => openssl::version::version().to_lowercase(),
+            P256Backend::OpenSsl => openssl::version::version().to_owned(),
         }
     }
 }
@@ -110,7 +110,7 @@ fn measure_fastest() -> P256Backend {
 }
 
 /// What verifies each algorithm in this process, for logs and the benchmark:
-/// "Ed25519: ed25519-dalek verify_strict (curve25519-dalek avx2); ESP256: openssl 3.0.19 ...".
+/// "Ed25519: ed25519-dalek verify_strict (curve25519-dalek simd avx2); ESP256: OpenSSL 3.0.19 ...".
 pub fn describe() -> String {
     format!("Ed25519: ed25519-dalek verify_strict (curve25519-dalek {}); ESP256: {}", dalek_backend(), p256_backend().name())
 }
