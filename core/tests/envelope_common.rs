@@ -251,3 +251,14 @@ impl Rng {
         (self.next() % n.max(1) as u64) as usize
     }
 }
+
+/// Runs `check` once with each P-256 verification backend forced on this thread
+/// (docs/ENVELOPE.md §3.2.3), so the vectors and strict rules are proven for
+/// every backend the run-time choice may pick, not only the one this CPU gets.
+pub fn for_each_p256_backend(check: impl Fn()) {
+    use mqseal_core::formats::verify_backend::{with_p256_backend, P256Backend};
+    for backend in P256Backend::ALL {
+        eprintln!("P-256 verification backend: {backend:?}");
+        with_p256_backend(backend, &check);
+    }
+}

@@ -30,6 +30,10 @@ fn open(bytes: &[u8], key: &VerifyingKey, gk: &GroupKey) -> Result<Vec<u8>, Enve
 
 #[test]
 fn every_single_bit_flip_is_rejected_by_parse_and_verify() {
+    envelope_common::for_each_p256_backend(every_single_bit_flip_is_rejected_by_parse_and_verify_on_one_backend);
+}
+
+fn every_single_bit_flip_is_rejected_by_parse_and_verify_on_one_backend() {
     for signer in [ed_key(), p256_key()] {
         for aead in [AeadAlg::A256Gcm, AeadAlg::ChaCha20Poly1305] {
             let env = small_envelope(&signer, aead, b"hi");
@@ -93,6 +97,10 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
 
 #[test]
 fn seeded_random_mutations_never_panic_and_fail_with_known_reasons() {
+    envelope_common::for_each_p256_backend(seeded_random_mutations_never_panic_and_fail_with_known_reasons_on_one_backend);
+}
+
+fn seeded_random_mutations_never_panic_and_fail_with_known_reasons_on_one_backend() {
     let gk = group_key();
     let inputs: Vec<(Vec<u8>, VerifyingKey)> = vec![
         (small_envelope(&ed_key(), AeadAlg::A256Gcm, b"{\"temp\":21.5}"), ed_key().verifying_key()),

@@ -535,6 +535,10 @@ fn vectors_file_is_current() {
 
 #[test]
 fn positive_vectors_seal_and_open() {
+    envelope_common::for_each_p256_backend(positive_vectors_seal_and_open_on_one_backend);
+}
+
+fn positive_vectors_seal_and_open_on_one_backend() {
     let file = load();
     let positives = file["positive"].as_array().unwrap();
     assert!(positives.len() >= 3);
@@ -603,6 +607,10 @@ fn positive_vectors_seal_and_open() {
 
 #[test]
 fn negative_vectors_fail_with_their_reason() {
+    envelope_common::for_each_p256_backend(negative_vectors_fail_with_their_reason_on_one_backend);
+}
+
+fn negative_vectors_fail_with_their_reason_on_one_backend() {
     let file = load();
     let negatives = file["negative"].as_array().unwrap();
     for v in negatives {

@@ -235,6 +235,10 @@ fn be_sub(a: &[u8], b: &[u8]) -> Vec<u8> {
 
 #[test]
 fn esp256_signers_emit_low_s_and_verifiers_refuse_high_s() {
+    envelope_common::for_each_p256_backend(esp256_signers_emit_low_s_and_verifiers_refuse_high_s_on_one_backend);
+}
+
+fn esp256_signers_emit_low_s_and_verifiers_refuse_high_s_on_one_backend() {
     let key = p256_key();
     let public = key.verifying_key();
     let sig = key.sign(MSG);
@@ -246,12 +250,16 @@ fn esp256_signers_emit_low_s_and_verifiers_refuse_high_s() {
     let high = [&sig[..32], &be_sub(&n_be(), s)[..]].concat();
     let VerifyingKey::P256(raw_key) = &public else { unreachable!() };
     let high_sig = p256::ecdsa::Signature::from_slice(&high).unwrap();
-    assert!(p256::ecdsa::signature::Verifier::verify(raw_key, MSG, &high_sig).is_ok());
+    assert!(p256::ecdsa::signature::Verifier::verify(raw_key.rustcrypto(), MSG, &high_sig).is_ok());
     assert!(public.verify(MSG, &high).is_err());
 }
 
 #[test]
 fn esp256_refuses_r_or_s_zero_or_at_least_n() {
+    envelope_common::for_each_p256_backend(esp256_refuses_r_or_s_zero_or_at_least_n_on_one_backend);
+}
+
+fn esp256_refuses_r_or_s_zero_or_at_least_n_on_one_backend() {
     let key = p256_key();
     let public = key.verifying_key();
     let sig = key.sign(MSG);
@@ -270,6 +278,10 @@ fn esp256_refuses_r_or_s_zero_or_at_least_n() {
 
 #[test]
 fn esp256_public_keys_must_be_uncompressed_points_on_the_curve() {
+    envelope_common::for_each_p256_backend(esp256_public_keys_must_be_uncompressed_points_on_the_curve_on_one_backend);
+}
+
+fn esp256_public_keys_must_be_uncompressed_points_on_the_curve_on_one_backend() {
     let good = p256_key().verifying_key().to_raw();
     assert_eq!((good.len(), good[0]), (65, 0x04));
     VerifyingKey::from_raw(SignAlg::P256, &good).unwrap();

@@ -13,6 +13,8 @@
 //! given key. Weak (small-order) Ed25519 public keys are refused when loaded.
 //! ECDSA P-256 signatures are the fixed 64-byte `r || s` form COSE requires;
 //! signers emit low-S and verifiers refuse high-S, for the same non-malleability.
+//! Those checks are made here for every backend; `verify_backend` says which
+//! library then computes the ECDSA equation.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -25,6 +27,8 @@ use pkcs8::{ObjectIdentifier, PrivateKeyInfo, SecretDocument};
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::formats::verify_backend::P256Backend;
 
 const OID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 const OID_X25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.110");
@@ -407,7 +411,7 @@ impl SigningKey {
     pub fn verifying_key(&self) -> VerifyingKey {
         match self {
             SigningKey::Ed25519(k) => VerifyingKey::Ed25519(k.verifying_key()),
-            SigningKey::P256(k) => VerifyingKey::P256(*k.verifying_key()),
+            SigningKey::P256(k) => VerifyingKey::P256(P256Key::new(*k.verifying_key())),
         }
     }
 
@@ -485,11 +489,53 @@ pub(crate) fn ed25519_public_from_raw(raw: &[u8; 32]) -> Result<ed25519_dalek::V
     Ok(key)
 }
 
+/// A P-256 public key, validated once (an uncompressed point on the curve) and
+/// prepared once for each verification backend (`verify_backend`), so a message
+/// costs only the verification.
+#[derive(Clone)]
+pub struct P256Key {
+    rustcrypto: p256::ecdsa::VerifyingKey,
+    /// The same point as OpenSSL's key object; `None` if OpenSSL could not
+    /// build it, and then the RustCrypto backend verifies.
+    openssl: Option<openssl::pkey::PKey<openssl::pkey::Public>>,
+}
+
+impl P256Key {
+    fn new(rustcrypto: p256::ecdsa::VerifyingKey) -> P256Key {
+        let openssl = openssl_p256_key(rustcrypto.to_encoded_point(false).as_bytes());
+        P256Key { rustcrypto, openssl }
+    }
+
+    /// The key as the `p256` crate's type (tests compare against the crate directly).
+    pub fn rustcrypto(&self) -> &p256::ecdsa::VerifyingKey {
+        &self.rustcrypto
+    }
+}
+
+impl PartialEq for P256Key {
+    fn eq(&self, other: &P256Key) -> bool {
+        self.rustcrypto == other.rustcrypto
+    }
+}
+impl Eq for P256Key {}
+
+/// OpenSSL's key object for an uncompressed P-256 point the `p256` crate has
+/// already accepted; OpenSSL checks it again (`EC_KEY_check_key`).
+fn openssl_p256_key(sec1: &[u8]) -> Option<openssl::pkey::PKey<openssl::pkey::Public>> {
+    use openssl::ec::{EcGroup, EcKey, EcPoint};
+    let group = EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).ok()?;
+    let mut ctx = openssl::bn::BigNumContext::new().ok()?;
+    let point = EcPoint::from_bytes(&group, sec1, &mut ctx).ok()?;
+    let key = EcKey::from_public_key(&group, &point).ok()?;
+    key.check_key().ok()?;
+    openssl::pkey::PKey::from_ec_key(key).ok()
+}
+
 /// A public signing key.
 #[derive(Clone, PartialEq, Eq)]
 pub enum VerifyingKey {
     Ed25519(ed25519_dalek::VerifyingKey),
-    P256(p256::ecdsa::VerifyingKey),
+    P256(P256Key),
 }
 
 impl std::fmt::Debug for VerifyingKey {
@@ -523,8 +569,12 @@ impl VerifyingKey {
                 if bytes[0] != 0x04 {
                     return Err(bad("not SEC1 uncompressed (must start with 0x04)".into()));
                 }
+                // The backend is chosen now, when a device key is loaded (policy
+                // load), so its one-off timing never delays a message. Not in
+                // P256Key::new: the timing itself makes a key that way.
+                let _ = crate::formats::verify_backend::p256_backend();
                 p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes)
-                    .map(VerifyingKey::P256)
+                    .map(|k| VerifyingKey::P256(P256Key::new(k)))
                     .map_err(|_| bad("not a point on P-256".into()))
             }
         }
@@ -534,7 +584,7 @@ impl VerifyingKey {
     pub fn to_raw(&self) -> Vec<u8> {
         match self {
             VerifyingKey::Ed25519(k) => k.to_bytes().to_vec(),
-            VerifyingKey::P256(k) => k.to_encoded_point(false).as_bytes().to_vec(),
+            VerifyingKey::P256(k) => k.rustcrypto.to_encoded_point(false).as_bytes().to_vec(),
         }
     }
 
@@ -544,23 +594,40 @@ impl VerifyingKey {
     }
 
     /// Verifies a 64-byte signature: Ed25519 with `verify_strict`; P-256 as
-    /// `r || s` over SHA-256(msg), high-S refused.
+    /// `r || s` over SHA-256(msg), r and s in 1..n−1 and high-S refused here,
+    /// then the equation by the backend `verify_backend::p256_backend` chose.
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> Result<(), KeyError> {
         match self {
             VerifyingKey::Ed25519(k) => {
                 let sig = ed25519_dalek::Signature::from_slice(sig).map_err(|_| KeyError::BadSignature)?;
                 k.verify_strict(msg, &sig).map_err(|_| KeyError::BadSignature)
             }
-            VerifyingKey::P256(k) => {
-                if sig.len() != 64 {
-                    return Err(KeyError::BadSignature);
+            VerifyingKey::P256(_) => self.verify_p256_with(crate::formats::verify_backend::p256_backend(), msg, sig),
+        }
+    }
+
+    /// As [`VerifyingKey::verify`] for a P-256 key, with the given backend. The
+    /// strict checks (§3.2.2) come first and are the same for every backend.
+    pub(crate) fn verify_p256_with(&self, backend: P256Backend, msg: &[u8], sig: &[u8]) -> Result<(), KeyError> {
+        let VerifyingKey::P256(key) = self else { return Err(KeyError::BadSignature) };
+        let raw: &[u8; 64] = sig.try_into().map_err(|_| KeyError::BadSignature)?;
+        // Refuses r or s of 0 or ≥ n.
+        let parsed = p256::ecdsa::Signature::from_slice(raw).map_err(|_| KeyError::BadSignature)?;
+        if parsed.normalize_s().is_some() {
+            return Err(KeyError::BadSignature); // high-S: malleated
+        }
+        match (backend, &key.openssl) {
+            (P256Backend::OpenSsl, Some(pkey)) => {
+                let (der, len) = crate::formats::verify_backend::ecdsa_der(raw);
+                let verified = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), pkey)
+                    .and_then(|mut verifier| verifier.verify_oneshot(&der[..len], msg));
+                match verified {
+                    Ok(true) => Ok(()),
+                    // Ok(false) is a wrong signature; Err an OpenSSL failure: fail closed either way.
+                    _ => Err(KeyError::BadSignature),
                 }
-                let sig = p256::ecdsa::Signature::from_slice(sig).map_err(|_| KeyError::BadSignature)?;
-                if sig.normalize_s().is_some() {
-                    return Err(KeyError::BadSignature); // high-S: malleated
-                }
-                p256::ecdsa::signature::Verifier::verify(k, msg, &sig).map_err(|_| KeyError::BadSignature)
             }
+            _ => p256::ecdsa::signature::Verifier::verify(&key.rustcrypto, msg, &parsed).map_err(|_| KeyError::BadSignature),
         }
     }
 }
@@ -900,6 +967,19 @@ mod tests {
         let high = p256::ecdsa::Signature::from_scalars(parsed.r(), -*parsed.s()).unwrap();
         assert!(matches!(key.verifying_key().verify(b"m", &high.to_bytes()), Err(KeyError::BadSignature)));
         key.verifying_key().verify(b"m", &sig).unwrap();
+    }
+
+    #[test]
+    fn p256_keys_are_prepared_for_openssl_and_every_backend_agrees() {
+        let key = SigningKey::generate(SignAlg::P256);
+        let public = VerifyingKey::from_raw(SignAlg::P256, &key.verifying_key().to_raw()).unwrap();
+        let VerifyingKey::P256(prepared) = &public else { unreachable!() };
+        assert!(prepared.openssl.is_some(), "OpenSSL must accept every point the p256 crate accepts");
+        let sig = key.sign(b"m");
+        for backend in P256Backend::ALL {
+            public.verify_p256_with(backend, b"m", &sig).unwrap();
+            assert!(matches!(public.verify_p256_with(backend, b"n", &sig), Err(KeyError::BadSignature)), "{backend:?}");
+        }
     }
 
     #[test]

@@ -15,3 +15,4 @@ pub mod policy;
 pub mod reasons;
 pub mod signed_doc;
 pub mod topic;
+pub mod verify_backend;
