@@ -13,9 +13,8 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".to_string())
 }
 
-/// The signature verification backends this build uses, per algorithm. The core
-/// does not name its backend yet; when it chooses one at run time (issue 16,
-/// item 1), ask it here, and only here.
+/// The signature verification backends the core chose on this machine, per
+/// algorithm (it times the P-256 candidates once; docs/ENVELOPE.md §3.2.3).
 pub fn verification_backend() -> String {
-    "Ed25519: ed25519-dalek; P-256: p256".to_string()
+    mqseal_core::formats::verify_backend::describe()
 }
