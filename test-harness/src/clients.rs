@@ -18,6 +18,16 @@ pub fn mosquitto_pub(port: u16, args: &[&str]) -> Output {
         .expect("run mosquitto_pub (scripts/setup installs mosquitto-clients)")
 }
 
+/// Publishes `payload` (sealed, or deliberately not) on `topic` with `mosquitto_pub`
+/// at QoS 1 as MQTT user `user`, from a file so that any bytes pass; asserts that
+/// it was sent (MQTT 3.1.1: a refused publish is acknowledged too).
+pub fn publish_raw(broker: &crate::Broker, topic: &str, user: &str, client_id: &str, payload: &[u8]) {
+    let file = broker.path(&format!("payload-{client_id}.bin"));
+    std::fs::write(&file, payload).expect("write payload");
+    let out = mosquitto_pub(broker.port(), &["-u", user, "-i", client_id, "-t", topic, "-q", "1", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "mosquitto_pub: {}\nbroker log:\n{}", String::from_utf8_lossy(&out.stderr), broker.log());
+}
+
 /// Marks payload lines in `mosquitto_sub` output, apart from its debug lines.
 const LINE_MARK: &str = "<<MSG>> ";
 

@@ -17,6 +17,7 @@ pub mod fleet;
 pub mod line_process;
 pub mod mqtt_wire;
 pub mod tmpfs;
+pub mod wait;
 
 pub use artifacts::artifacts;
 pub use broker::{Broker, BrokerConfig, StartFailure};

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use mqseal_core::formats::audit::hashing::{sha256, to_hex};
 use serde_json::Value;
+use test_harness::clients::publish_raw;
+use test_harness::wait::wait_until;
 use test_harness::audit_read::{log_records, of_kind};
 use test_harness::clients::{mosquitto_pub, MosquittoSub};
 use test_harness::fleet::mqseal;
@@ -30,14 +32,6 @@ fn sensor_fleet() -> Fleet {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Publishes `payload` (already sealed, or deliberately not) as MQTT user `user`, QoS 1.
-fn publish_raw(broker: &Broker, user: &str, client_id: &str, payload: &[u8]) {
-    let file = broker.path(&format!("payload-{client_id}.bin"));
-    std::fs::write(&file, payload).expect("write payload");
-    let out = mosquitto_pub(broker.port(), &["-u", user, "-i", client_id, "-t", TOPIC, "-q", "1", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "mosquitto_pub: {}\nbroker log:\n{}", text(&out.stderr), broker.log());
 }
 
 /// `mqseal audit verify LOG --broker-key PUB [--checkpoint FILE]`.
@@ -69,19 +63,6 @@ fn checkpoint_size(path: &Path) -> u64 {
     body.lines().nth(1).and_then(|l| l.parse().ok()).unwrap_or_else(|| panic!("no tree size in {}:\n{body}", path.display()))
 }
 
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn a_log_written_under_traffic_verifies_and_records_every_decision_without_plaintext() {
     let fleet = sensor_fleet();
@@ -93,11 +74,11 @@ fn a_log_written_under_traffic_verifies_and_records_every_decision_without_plain
     for n in 0..SEALED {
         let envelope = fleet.seal("alice", TOPIC, format!("{secret} #{n}").as_bytes());
         envelope_hashes.push(to_hex(&sha256(&envelope)));
-        publish_raw(&broker, "alice", &format!("alice-{n}"), &envelope);
+        publish_raw(&broker, TOPIC, "alice", &format!("alice-{n}"), &envelope);
     }
     // Denied: plaintext on a protected topic, and a subscription by a non-member.
     let denied_secret = "unsealed-secret-on-protected-topic-91c2";
-    publish_raw(&broker, "alice", "alice-plain", denied_secret.as_bytes());
+    publish_raw(&broker, TOPIC, "alice", "alice-plain", denied_secret.as_bytes());
     let refused = MosquittoSub::start(broker.port(), "sensors/#", &["-u", "eve", "-i", "eve-sub"]);
     assert!(refused.is_err(), "eve's subscription must be refused");
 
@@ -219,7 +200,7 @@ fn audit_tail_follow_shows_a_new_publish_within_a_second() {
     let fleet = sensor_fleet();
     let broker = Broker::start(fleet.broker_config("allow"));
     // One record to show first: once it is printed, tail is following.
-    publish_raw(&broker, "alice", "alice-first", &fleet.seal("alice", TOPIC, b"first"));
+    publish_raw(&broker, TOPIC, "alice", "alice-first", &fleet.seal("alice", TOPIC, b"first"));
     assert!(
         wait_until(Duration::from_secs(5), || count_in_log(&broker, "publish.accepted") == 1),
         "first publish not logged\n{}",
@@ -246,7 +227,7 @@ fn audit_tail_follow_shows_a_new_publish_within_a_second() {
     for n in 0..3 {
         let envelope = fleet.seal("alice", TOPIC, format!("live {n}").as_bytes());
         let started = Instant::now();
-        publish_raw(&broker, "alice", &format!("alice-live-{n}"), &envelope);
+        publish_raw(&broker, TOPIC, "alice", &format!("alice-live-{n}"), &envelope);
         let line = lines
             .recv_timeout(Duration::from_secs(1).saturating_sub(started.elapsed()))
             .unwrap_or_else(|_| fail(&format!("no record for publish {n} within a second")));
@@ -275,7 +256,7 @@ fn truncation_is_caught_against_a_checkpoint_kept_elsewhere() {
     let early_size = checkpoint_size(&early);
 
     for n in 0..6 {
-        publish_raw(&broker, "alice", &format!("alice-a{n}"), &fleet.seal("alice", TOPIC, b"before"));
+        publish_raw(&broker, TOPIC, "alice", &format!("alice-a{n}"), &fleet.seal("alice", TOPIC, b"before"));
     }
     // The auditor's copy, taken once the traffic above is sealed.
     assert!(
@@ -287,7 +268,7 @@ fn truncation_is_caught_against_a_checkpoint_kept_elsewhere() {
     let kept_size = checkpoint_size(&kept);
 
     for n in 0..6 {
-        publish_raw(&broker, "alice", &format!("alice-b{n}"), &fleet.seal("alice", TOPIC, b"after"));
+        publish_raw(&broker, TOPIC, "alice", &format!("alice-b{n}"), &fleet.seal("alice", TOPIC, b"after"));
     }
     let status = broker.stop().expect("broker was running");
     assert!(status.success(), "broker exit {status:?}\n{}", broker.log());
@@ -378,7 +359,7 @@ fn an_idle_broker_stays_single_threaded_and_a_crash_while_the_writer_is_parked_l
     // Protected publishes are recorded; then the writer parks again.
     for n in 0..3 {
         let envelope = fleet.seal("alice", TOPIC, format!("reading {n}").as_bytes());
-        publish_raw(&broker, "alice", &format!("alice-{n}"), &envelope);
+        publish_raw(&broker, TOPIC, "alice", &format!("alice-{n}"), &envelope);
     }
     assert!(wait_until(Duration::from_secs(10), || count_in_log(&broker, "publish.accepted") == 3), "{}", broker.log());
     assert!(wait_until(Duration::from_secs(10), || broker_threads(&broker) == 1), "the writer never parked");

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use mqseal_core::formats::audit::hashing::{sha256, to_hex};
 use serde_json::Value;
+use test_harness::clients::publish_raw;
 use test_harness::audit_read::{log_records, of_kind};
-use test_harness::clients::{mosquitto_pub, MosquittoSub};
+use test_harness::clients::MosquittoSub;
 use test_harness::fleet::mqseal;
 use test_harness::{Broker, Fleet};
 
@@ -34,14 +35,6 @@ fn sensor_fleet() -> Fleet {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Publishes `payload` as MQTT user `user`, QoS 1 (MQTT 3.1.1: a refusal is acknowledged too).
-fn publish_raw(broker: &Broker, user: &str, client_id: &str, payload: &[u8]) {
-    let file = broker.path(&format!("payload-{client_id}.bin"));
-    std::fs::write(&file, payload).expect("write payload");
-    let out = mosquitto_pub(broker.port(), &["-u", user, "-i", client_id, "-t", TOPIC, "-q", "1", "-f", file.to_str().unwrap()]);
-    assert!(out.status.success(), "mosquitto_pub: {}\nbroker log:\n{}", text(&out.stderr), broker.log());
 }
 
 /// `mqseal audit verify` on the broker's log: its exit code and output.
@@ -76,7 +69,7 @@ fn replay_after_editing(edit: impl FnOnce(&Broker)) {
     for device in ["alice", "carol"] {
         for n in 0..2 {
             let envelope = fleet.seal(device, TOPIC, format!("{device} {n}").as_bytes());
-            publish_raw(&broker, device, &format!("{device}-{n}"), &envelope);
+            publish_raw(&broker, TOPIC, device, &format!("{device}-{n}"), &envelope);
             if n == 1 {
                 last.push((device, envelope));
             }
@@ -89,11 +82,11 @@ fn replay_after_editing(edit: impl FnOnce(&Broker)) {
     broker.restart().unwrap_or_else(|failure| panic!("restart: {failure}"));
     let mut bob = MosquittoSub::start(broker.port(), "sensors/#", &["-u", "bob", "-i", "bob-sub"]).expect("bob subscribes");
     for (device, envelope) in &last {
-        publish_raw(&broker, device, &format!("{device}-replay"), envelope);
+        publish_raw(&broker, TOPIC, device, &format!("{device}-replay"), envelope);
     }
     // A fresh message still goes through, and nothing before it reached bob.
     let fresh = fleet.seal("alice", TOPIC, b"fresh");
-    publish_raw(&broker, "alice", "alice-fresh", &fresh);
+    publish_raw(&broker, TOPIC, "alice", "alice-fresh", &fresh);
     let first = bob.next_message(WAIT).unwrap_or_else(|| panic!("nothing delivered\n{}", broker.log()));
     assert_eq!(first.payload, fresh, "a replayed envelope was delivered\n{}", broker.log());
     let status = broker.stop().expect("broker was running");
@@ -216,7 +209,7 @@ fn the_plugin_and_audit_verify_name_the_same_line_of_an_edited_log() {
     let fleet = sensor_fleet();
     let mut broker = Broker::start(fleet.broker_config("allow"));
     for n in 0..3 {
-        publish_raw(&broker, "alice", &format!("alice-{n}"), &fleet.seal("alice", TOPIC, b"reading"));
+        publish_raw(&broker, TOPIC, "alice", &format!("alice-{n}"), &fleet.seal("alice", TOPIC, b"reading"));
     }
     let status = broker.stop().expect("broker was running");
     assert!(status.success(), "broker exit {status:?}\n{}", broker.log());

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use mqseal_core::device::store::DeviceStore;
 use mqseal_core::formats::envelope::AeadAlg;
+use test_harness::wait::wait_until;
 use test_harness::artifacts::workspace_root;
 use test_harness::clients::OwnClient;
 use test_harness::fleet::{mqseal, mqseal_ok};
@@ -166,19 +167,6 @@ fn start_publisher(fleet: &Fleet, mut client: OwnClient, id: String, stop: Arc<A
 /// Whether the broker has logged its own end (it then serves nobody: stop waiting).
 fn terminated(broker: &Broker) -> bool {
     broker.log().lines().any(|l| l.contains("mosquitto version") && l.ends_with("terminating"))
-}
-
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The shipped rule with its log and pid file paths pointed at the broker's.

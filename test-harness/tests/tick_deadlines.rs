@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use test_harness::wait::wait_until;
 use test_harness::broker::mosquitto_version;
 use test_harness::clients::OwnClient;
 use test_harness::{Broker, Fleet};
@@ -23,17 +24,6 @@ fn checkpoint_size(path: &Path) -> u64 {
 
 fn records(path: &Path) -> u64 {
     std::fs::read_to_string(path).unwrap_or_default().lines().count() as u64
-}
-
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    true
 }
 
 fn one_device_fleet() -> Fleet {
