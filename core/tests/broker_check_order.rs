@@ -92,6 +92,7 @@ fn publish(engine: &mut Engine, client_id: &str, username: Option<&str>, topic: 
         Decision::Deny(reason) => reason.as_str().to_string(),
         Decision::Allow => "allow".into(),
         Decision::Defer => "defer".into(),
+        Decision::Offloaded => "offloaded".into(),
     }
 }
 

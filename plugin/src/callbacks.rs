@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use mqseal_core::broker::config::AuthMode;
-use mqseal_core::broker::decision::{Access, Client, Decision};
+use mqseal_core::broker::decision::{Access, Client, Decision, PublishInfo};
 use mqseal_core::broker::engine::{ConnectionId, Engine, Kick};
 use mqseal_core::broker::host::LogLevel;
 
@@ -144,6 +144,37 @@ impl Instance {
         }
     }
 
+    /// Hands the publishes verified on worker threads to the broker, which
+    /// delivers them on its next loop pass, checking every delivery as any
+    /// other (a READ ACL check per subscriber).
+    fn publish_verified(&self, at_tick: bool) {
+        let ready = self.engine.borrow_mut().take_republish(at_tick);
+        for message in ready {
+            let Ok(topic) = std::ffi::CString::new(message.topic) else { continue };
+            let Ok(len) = c_int::try_from(message.payload.len()) else { continue };
+            // SAFETY: the broker takes ownership of a payload from mosquitto_malloc
+            // (and frees it with mosquitto_free); `len` bytes are allocated and copied.
+            let payload = unsafe { sys::mosquitto_malloc(message.payload.len().max(1)) };
+            if payload.is_null() {
+                log(LogLevel::Error, "out of memory: a verified QoS 0 publish was dropped");
+                continue;
+            }
+            // SAFETY: payload has room for len bytes; the regions cannot overlap.
+            unsafe { std::ptr::copy_nonoverlapping(message.payload.as_ptr(), payload.cast::<u8>(), message.payload.len()) };
+            // SAFETY: on the broker's thread; NULL client id = to every subscriber;
+            // the broker copies the topic and owns the payload on success. It only
+            // queues the message (no callback runs from inside it).
+            let rc = unsafe {
+                sys::mosquitto_broker_publish(std::ptr::null(), topic.as_ptr(), len, payload, 0, message.retain, std::ptr::null_mut())
+            };
+            if rc != MOSQ_ERR_SUCCESS {
+                // SAFETY: not taken by the broker on failure.
+                unsafe { sys::mosquitto_free(payload) };
+                log(LogLevel::Error, &format!("the broker refused a verified QoS 0 publish (error {rc}); dropped"));
+            }
+        }
+    }
+
     pub fn log_started(&self) {
         let engine = self.engine.borrow();
         let cfg = engine.config();
@@ -228,9 +259,23 @@ unsafe fn client<'a>(client: *mut sys::mosquitto) -> Option<Client<'a>> {
 fn acl_code(decision: &Decision) -> c_int {
     match decision {
         Decision::Allow => MOSQ_ERR_SUCCESS,
-        Decision::Deny(_) => MOSQ_ERR_ACL_DENIED,
+        // The original is dropped: its verified copy follows (crate docs: offload).
+        Decision::Deny(_) | Decision::Offloaded => MOSQ_ERR_ACL_DENIED,
         Decision::Defer => MOSQ_ERR_PLUGIN_DEFER,
     }
+}
+
+/// What the broker tells of a publish in its WRITE check. Offloadable: QoS 0
+/// (nothing owed to the publisher) from an MQTT 3.1/3.1.1 client, whose
+/// publish has no properties (2.0 passes none to the check to copy) and whose
+/// subscriptions have no `no local`, so the broker's own copy loses nothing.
+///
+/// # Safety
+/// `ev` is the live event of the current ACL check.
+unsafe fn publish_info(ev: &sys::mosquitto_evt_acl_check) -> PublishInfo {
+    // SAFETY: the client is live during its ACL check.
+    let protocol = unsafe { sys::mosquitto_client_protocol_version(ev.client) };
+    PublishInfo { retain: ev.retain, offloadable: ev.qos == 0 && (protocol == 3 || protocol == 4) }
 }
 
 unsafe extern "C" fn on_acl_check(_event: c_int, event_data: *mut c_void, userdata: *mut c_void) -> c_int {
@@ -249,9 +294,11 @@ unsafe extern "C" fn on_acl_check(_event: c_int, event_data: *mut c_void, userda
         let Some(client) = (unsafe { client(ev.client) }) else { return MOSQ_ERR_ACL_DENIED };
         let Ok(Some(topic)) = (unsafe { cstr::utf8(ev.topic) }) else { return MOSQ_ERR_ACL_DENIED };
         let payload = unsafe { cstr::bytes(ev.payload, ev.payloadlen) };
+        // SAFETY: the live event.
+        let info = if access == Access::Write { unsafe { publish_info(ev) } } else { PublishInfo::default() };
         let (decision, flood_kick, kicks) = {
             let mut engine = instance.engine.borrow_mut();
-            let decision = engine.acl_check(client, access, topic, payload);
+            let decision = engine.acl_check_publish(client, access, topic, payload, info);
             let flood_kick = match (access, decision) {
                 (Access::Write, Decision::Deny(_)) => engine.take_kick_of(client.id),
                 _ => None,
@@ -264,6 +311,9 @@ unsafe extern "C" fn on_acl_check(_event: c_int, event_data: *mut c_void, userda
             (decision, flood_kick, kicks)
         };
         instance.carry_out(kicks, Some(client));
+        if access == Access::Write {
+            instance.publish_verified(false);
+        }
         if let Some(kick) = flood_kick {
             // The broker disconnects the client on this answer.
             instance.engine.borrow_mut().kick_carried_out(&kick, true);
@@ -289,7 +339,7 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, event_data: *mut c_void, userd
         let connection = ConnectionId(ev.client as usize);
         match instance.engine.borrow_mut().login(connection, client_id, username, password) {
             Decision::Allow => MOSQ_ERR_SUCCESS,
-            Decision::Deny(_) => MOSQ_ERR_AUTH,
+            Decision::Deny(_) | Decision::Offloaded => MOSQ_ERR_AUTH,
             Decision::Defer => MOSQ_ERR_PLUGIN_DEFER,
         }
     })
@@ -305,7 +355,7 @@ unsafe extern "C" fn on_message(_event: c_int, event_data: *mut c_void, userdata
         let payload = unsafe { cstr::bytes(ev.payload, ev.payloadlen) };
         // The message chain continues only on SUCCESS: a deferring answer passes too.
         match instance.engine.borrow_mut().on_message(client, topic, payload, ev.retain) {
-            Decision::Deny(_) => MOSQ_ERR_ACL_DENIED,
+            Decision::Deny(_) | Decision::Offloaded => MOSQ_ERR_ACL_DENIED,
             Decision::Allow | Decision::Defer => MOSQ_ERR_SUCCESS,
         }
     })
@@ -337,6 +387,10 @@ unsafe extern "C" fn on_tick(_event: c_int, event_data: *mut c_void, userdata: *
         // Take the work out first, then call the broker with no borrow held: kicking a
         // client fires DISCONNECT, which re-enters us.
         let kicks = instance.engine.borrow_mut().tick();
+        instance.carry_out(kicks, None);
+        // Settling verified publishes may decide kicks (a flood of forgeries).
+        instance.publish_verified(true);
+        let kicks = instance.engine.borrow_mut().take_kicks();
         instance.carry_out(kicks, None);
         if instance.broker.generation == Generation::V2_1 && !event_data.is_null() {
             let wait = instance.engine.borrow().next_tick_in();

@@ -102,6 +102,20 @@ pub struct PluginConfig {
     pub audit_start_new_on_broken_chain: bool,
     /// `audit_origin`: the log's name in its checkpoints (default: derived from the broker key).
     pub audit_origin: Option<String>,
+    /// `verify_workers`: threads that check QoS 0 signatures off the broker
+    /// thread (0 = off; `auto` resolves to the CPUs available less one).
+    pub verify_workers: usize,
+    /// `verify_offload_above`: eligible publishes per second from which they go
+    /// to the workers (0 = always).
+    pub verify_offload_above: u32,
+}
+
+/// The most `verify_workers` accepts.
+pub const MAX_VERIFY_WORKERS: usize = 64;
+
+/// `verify_workers auto`: every CPU this process may run on but the broker's own.
+pub fn auto_verify_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).saturating_sub(1).min(MAX_VERIFY_WORKERS)
 }
 
 /// A configuration problem, always naming the option it concerns.
@@ -147,6 +161,8 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("audit_rotate_bytes", "start a new log file past this size, 0 = never (default 67108864)"),
     ("audit_on_broken_chain", "refuse | new-file: a log broken before its tail (default refuse)"),
     ("audit_origin", "the audit log's name in its checkpoints (default: mqseal/audit-<hash of the broker key>)"),
+    ("verify_workers", "off | auto | 1-64: threads that verify QoS 0 protected publishes off the broker thread (default auto: the CPUs less one)"),
+    ("verify_offload_above", "protected QoS 0 publishes per second from which they go to the workers, 0 = always (default 2000)"),
 ];
 
 impl PluginConfig {
@@ -228,6 +244,13 @@ impl PluginConfig {
                 ("new-file", true),
             ])?,
             audit_origin: get("audit_origin").map(|v| non_empty("audit_origin", v).map(str::to_string)).transpose()?,
+            verify_workers: match get("verify_workers") {
+                None | Some("auto") => auto_verify_workers(),
+                Some("off") => 0,
+                Some(_) => number(&get, "verify_workers", 0, 1, MAX_VERIFY_WORKERS as u64)
+                    .map_err(|e| problem("verify_workers", format!("{} (or off | auto)", e.problem)))? as usize,
+            },
+            verify_offload_above: number(&get, "verify_offload_above", 2000, 0, 10_000_000)? as u32,
         })
     }
 }
@@ -348,6 +371,23 @@ mod tests {
         assert_eq!(cfg.audit_queue_full, QueueFullMode::Deny);
         assert!(!cfg.audit_start_new_on_broken_chain);
         assert_eq!(cfg.state_dir, d.path());
+        assert_eq!(cfg.verify_workers, auto_verify_workers());
+        assert_eq!(cfg.verify_offload_above, 2000);
+    }
+
+    #[test]
+    fn verify_workers_takes_off_auto_or_a_count() {
+        let (d, policy, audit) = with_files();
+        let k = keys(&d);
+        for (value, expect) in [("off", 0), ("auto", auto_verify_workers()), ("3", 3)] {
+            let cfg = PluginConfig::from_options(options(&d, &k, &policy, &audit, &[("verify_workers", value)])).unwrap();
+            assert_eq!(cfg.verify_workers, expect, "{value}");
+        }
+        for bad in ["0", "65", "many"] {
+            let err = PluginConfig::from_options(options(&d, &k, &policy, &audit, &[("verify_workers", bad)])).unwrap_err();
+            assert_eq!(err.option, "verify_workers");
+            assert!(err.problem.ends_with("(or off | auto)"), "{err}");
+        }
     }
 
     #[test]

@@ -27,6 +27,22 @@ pub enum Decision {
     Deny(DenyReason),
     /// No opinion: the next plugin or Mosquitto's own checks decide.
     Defer,
+    /// A publish that passed every check but its signature, which a worker
+    /// thread now checks (crate::broker::offload). The broker must drop the
+    /// original (the plugin answers as for a refusal, which tells a QoS 0
+    /// publisher nothing); the verified copy comes back through
+    /// `Engine::take_republish`.
+    Offloaded,
+}
+
+/// What the broker says of a publish besides its topic and payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PublishInfo {
+    pub retain: bool,
+    /// The broker can carry the publish in a copy of its own without loss:
+    /// QoS 0 (no acknowledgement owed) from an MQTT 3.1/3.1.1 client (no
+    /// properties, no `no local`). Only such a publish may be offloaded.
+    pub offloadable: bool,
 }
 
 /// Why something was refused: a short stable token (logs, audit records and

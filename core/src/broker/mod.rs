@@ -1,6 +1,6 @@
 //! The broker's side: what only the broker plugin uses. [`engine::Engine`]
 //! answers every broker event; the other modules are its parts (the replay
-//! window, flood limits, the decision types, the plugin options, the host
+//! window, flood limits, verification on worker threads, the decision types, the plugin options, the host
 //! interface, the start-up state checked against the audit log).
 
 pub mod config;
@@ -8,5 +8,6 @@ pub mod decision;
 pub mod engine;
 pub mod flood;
 pub mod host;
+pub mod offload;
 pub mod replay;
 pub mod state;

@@ -145,6 +145,8 @@ impl Engine {
                 crate::formats::audit::hashing::to_hex(&policy_sha256)
             ),
         );
+        let offload = crate::broker::offload::Offload::start(config.verify_workers, config.verify_offload_above)
+            .map_err(|e| StartError::VerifyWorkers(e.to_string()))?;
         let mut engine = Engine {
             flood: FloodGuard::new(config.flood_limit, config.flood_window),
             withheld: Default::default(),
@@ -171,7 +173,19 @@ impl Engine {
             ticks_seen: false,
             pending_reload: None,
             retiring: Vec::new(),
+            offload,
+            republish: Vec::new(),
         };
+        if engine.offload.workers() > 0 {
+            engine.host.log(
+                LogLevel::Info,
+                &format!(
+                    "{} verification worker threads for QoS 0 protected publishes from {} a second",
+                    engine.offload.workers(),
+                    engine.config.verify_offload_above
+                ),
+            );
+        }
         let settings = engine.settings_for_audit();
         engine.record_decided(AuditEvent::PluginStart { version: env!("CARGO_PKG_VERSION").to_string(), settings });
         engine.record_decided(AuditEvent::PolicyLoaded {
@@ -193,6 +207,7 @@ impl Engine {
     /// then the replay snapshot that covers them.
     pub fn shutdown(mut self) {
         // No thread of ours may outlive this call: the broker may unload the library next.
+        self.stop_offload();
         if let Some(pending) = self.pending_reload.take() {
             let _ = pending.thread.join();
             self.host.log(LogLevel::Notice, "shutdown: a policy reload in progress was abandoned");
@@ -236,8 +251,9 @@ impl Engine {
         self.host.log(
             LogLevel::Notice,
             &format!(
-                "stopping: {} publishes accepted, {denied} denied, {} subscriptions denied, {} deliveries withheld, {} clients disconnected; audit log {} records, {} refused",
+                "stopping: {} publishes accepted ({} verified on worker threads), {denied} denied, {} subscriptions denied, {} deliveries withheld, {} clients disconnected; audit log {} records, {} refused",
                 self.stats.publishes_accepted,
+                self.stats.publishes_verified_on_workers,
                 self.stats.subscribes_denied,
                 self.stats.deliveries_denied,
                 self.stats.clients_kicked,

@@ -18,7 +18,8 @@
 //! `login_binding` ties a login to its connection, `client_ids` says who owns
 //! an id), `publish` (ACL checks, publishes, refusals, the flood limit),
 //! `subscribe` (subscriptions and deliveries), `control_plane` (mqseal's
-//! control topics), `reload` (SIGHUP) and `tick` (housekeeping and kicks).
+//! control topics), `reload` (SIGHUP), `tick` (housekeeping and kicks) and
+//! `offloaded` (publishes whose signature a worker thread checks).
 //! This file holds the engine's state, the types they share and the helpers
 //! every event uses.
 
@@ -27,6 +28,7 @@ mod control_plane;
 mod lifecycle;
 mod login;
 mod login_binding;
+mod offloaded;
 mod publish;
 mod reload;
 mod subscribe;
@@ -100,6 +102,8 @@ pub enum StartError {
     Audit(String),
     #[error("plugin_opt_state_dir: {0}")]
     Replay(String),
+    #[error("plugin_opt_verify_workers: cannot start the threads: {0}")]
+    VerifyWorkers(String),
 }
 
 /// The publish mqseal just verified in an ACL write check. One slot, reused:
@@ -136,10 +140,25 @@ enum PublishPath {
     MessageEvent,
 }
 
+/// How a publish's signature is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verification {
+    /// On the broker thread, now.
+    Here,
+    /// On a worker, if the publish is offloadable and the load calls for it
+    /// (crate::broker::offload); otherwise here.
+    MayOffload(crate::broker::decision::PublishInfo),
+    /// Back from a worker, every other check run again: the worker's answer,
+    /// or `None` when the policy changed since (the key may have too): here.
+    Settled(Option<Result<(), DenyReason>>),
+}
+
 /// Counters, logged at shutdown and summarised when denials were suppressed.
 #[derive(Default)]
 pub struct Stats {
     pub publishes_accepted: u64,
+    /// Of those, verified on a worker thread.
+    pub publishes_verified_on_workers: u64,
     pub publishes_denied: HashMap<&'static str, u64>,
     pub subscribes_denied: u64,
     pub deliveries_denied: u64,
@@ -193,6 +212,9 @@ pub struct Engine {
     /// installed by a later tick. Without ticks it loads on the broker thread.
     ticks_seen: bool,
     pending_reload: Option<PendingReload>,
+    /// Verification on worker threads, and the verified copies for the broker to publish.
+    offload: crate::broker::offload::Offload,
+    republish: Vec<crate::broker::offload::Republish>,
     /// Threads dropping replaced policies (large ones take a while to free);
     /// joined before shutdown returns, since the library may be unloaded then.
     retiring: Vec<JoinHandle<()>>,
@@ -278,6 +300,8 @@ impl Engine {
             ("auth", format!("{:?}", c.auth).to_lowercase()),
             ("max_envelope_bytes", c.max_envelope_bytes.to_string()),
             ("flood_limit", c.flood_limit.to_string()),
+            ("verify_workers", c.verify_workers.to_string()),
+            ("verify_offload_above", c.verify_offload_above.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

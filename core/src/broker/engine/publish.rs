@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use crate::broker::config::UnprotectedMode;
-use crate::broker::decision::{Access, Client, Decision, DenyReason};
+use crate::broker::decision::{Access, Client, Decision, DenyReason, PublishInfo};
 use crate::broker::host::LogLevel;
 use crate::formats::audit::AuditEvent;
 use crate::formats::audit::event::Token;
@@ -13,11 +13,18 @@ use crate::formats::audit::hashing::sha256;
 use crate::formats::envelope::{self, EnvelopeHeader};
 use crate::formats::policy::compiled::GroupIdx;
 
-use super::{Engine, Kick, PublishPath, now_ms, RESERVED_PREFIX};
+use super::{Engine, Kick, PublishPath, Verification, now_ms, RESERVED_PREFIX};
 
 impl Engine {
-    /// Answers an ACL check (publish, will, delivery, subscribe, unsubscribe).
+    /// Answers an ACL check (publish, will, delivery, subscribe, unsubscribe);
+    /// a publish is verified on the broker thread.
     pub fn acl_check(&mut self, client: Client<'_>, access: Access, topic: &str, payload: &[u8]) -> Decision {
+        self.acl_check_publish(client, access, topic, payload, PublishInfo::default())
+    }
+
+    /// As [`Self::acl_check`], told what the broker knows of a publish: an
+    /// offloadable one may be answered [`Decision::Offloaded`].
+    pub fn acl_check_publish(&mut self, client: Client<'_>, access: Access, topic: &str, payload: &[u8], info: PublishInfo) -> Decision {
         if access == Access::Unsubscribe {
             // Leaving a subscription never widens anyone's access.
             return match self.config.unprotected {
@@ -38,7 +45,7 @@ impl Engine {
             }
         }
         match access {
-            Access::Write => self.check_publish(client, topic, payload, PublishPath::AclWrite),
+            Access::Write => self.check_publish(client, topic, payload, PublishPath::AclWrite, Verification::MayOffload(info)),
             Access::Read => self.check_delivery(client, topic, payload),
             Access::Subscribe => self.check_subscribe(client, topic),
             Access::Unsubscribe => unreachable!("handled above"),
@@ -52,16 +59,23 @@ impl Engine {
         }
         if topic.starts_with(RESERVED_PREFIX) {
             // Refused (and recorded) there: only our own ACL check admits control documents.
-            return self.check_publish(client, topic, payload, PublishPath::MessageEvent);
+            return self.check_publish(client, topic, payload, PublishPath::MessageEvent, Verification::Here);
         }
         if self.policy.group_of_topic(topic).is_none() {
             // Unprotected: the ACL check (which bridges skip by Mosquitto's design) decided.
             return Decision::Allow;
         }
-        self.check_publish(client, topic, payload, PublishPath::MessageEvent)
+        self.check_publish(client, topic, payload, PublishPath::MessageEvent, Verification::Here)
     }
 
-    fn check_publish(&mut self, client: Client<'_>, topic: &str, payload: &[u8], path: PublishPath) -> Decision {
+    pub(super) fn check_publish(
+        &mut self,
+        client: Client<'_>,
+        topic: &str,
+        payload: &[u8],
+        path: PublishPath,
+        verification: Verification,
+    ) -> Decision {
         if topic.starts_with(RESERVED_PREFIX) {
             let decision = match path {
                 PublishPath::AclWrite => self.check_control_publish(client, topic, payload),
@@ -123,6 +137,15 @@ impl Engine {
         if !epoch.is_accepted() {
             return self.deny_with_header(client, topic, DenyReason(epoch.reason()), header, payload);
         }
+        let offload = match verification {
+            Verification::MayOffload(info) => self.offload_wanted(header.sender, info),
+            _ => false,
+        };
+        if !offload && !matches!(verification, Verification::Settled(_)) {
+            // Verified here while earlier publishes of this sender wait for a
+            // worker: those come first (their sequence numbers are lower).
+            self.settle_sender(header.sender);
+        }
         if self.replay.check(header.sender, header.seq).is_err() {
             return self.deny_with_header(client, topic, DenyReason::REPLAY, header, payload);
         }
@@ -131,8 +154,18 @@ impl Engine {
                 return self.deny_with_header(client, topic, DenyReason::SEALED_BEFORE_CRASH, header, payload);
             }
         }
-        if let Err(e) = parsed.verify_signature(topic, self.policy.verifying_key(sender)) {
-            return self.deny_with_header(client, topic, DenyReason(e.reason()), header, payload);
+        if offload {
+            if let Verification::MayOffload(info) = verification {
+                self.offload_signature(client, sender, header.sender, topic, payload, info);
+            }
+            return Decision::Offloaded;
+        }
+        let signature = match verification {
+            Verification::Settled(Some(result)) => result,
+            _ => parsed.verify_signature(topic, self.policy.verifying_key(sender)).map_err(|e| DenyReason(e.reason())),
+        };
+        if let Err(reason) = signature {
+            return self.deny_with_header(client, topic, reason, header, payload);
         }
         // Accepted: record it first; a publish that cannot be recorded is not accepted
         // (plugin_opt_audit_queue_full deny) — with `block`, append waits instead.
@@ -156,8 +189,10 @@ impl Engine {
         }
         self.note_epoch(group, header.epoch);
         self.stats.publishes_accepted += 1;
-        if path == PublishPath::AclWrite {
+        if path == PublishPath::AclWrite && !matches!(verification, Verification::Settled(..)) {
             self.remember_verified(client, topic, payload);
+        } else if matches!(verification, Verification::Settled(..)) {
+            self.stats.publishes_verified_on_workers += 1;
         }
         Decision::Allow
     }

@@ -39,11 +39,11 @@ impl Engine {
 
     /// How soon the engine needs its next tick: the nearest of its deadlines
     /// (pending kicks at once, a background reload's result, a parked audit
-    /// writer's checkpoint, housekeeping). Mosquitto 2.1 built without
+    /// writer's checkpoint, housekeeping, publishes with a verification worker). Mosquitto 2.1 built without
     /// websockets sleeps until its next event unless told (`next_ms`).
     pub fn next_tick_in(&self) -> Duration {
         let now = Instant::now();
-        if !self.pending_kicks.is_empty() {
+        if !self.pending_kicks.is_empty() || self.offloaded_pending() > 0 {
             return Duration::ZERO;
         }
         let mut next = (self.last_housekeeping + HOUSEKEEPING_EVERY).saturating_duration_since(now);
