@@ -7,7 +7,7 @@
 //! broker log counts the publishes verified on workers: each test checks the
 //! path it means was the one taken.
 //!
-//! docs/PERFORMANCE.md ("Verification on every core") lists what changes for
+//! docs/WORKERS.md §4 lists what changes for
 //! subscribers; the tests named after a difference show it.
 
 use std::collections::BTreeMap;
@@ -251,7 +251,7 @@ fn a_qos0_will_is_verified_on_a_worker_and_delivered() {
     assert_eq!(verified_on_workers(&mut broker), 1);
 }
 
-// --- What changes for subscribers, and what does not (docs/PERFORMANCE.md) ---
+// --- What changes for subscribers, and what does not (docs/WORKERS.md §4) ---
 
 #[test]
 fn difference_none_for_mqtt5_publishers_they_stay_on_the_broker_thread() {
