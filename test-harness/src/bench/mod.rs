@@ -1,16 +1,23 @@
-//! End-to-end benchmark (issue 7): plain Mosquitto against Mosquitto with mqseal,
-//! on unprotected and on protected topics, in one run.
+//! End-to-end benchmark (issues 7 and 16): plain Mosquitto against Mosquitto with
+//! mqseal, on unprotected and on protected topics, in one run.
 //!
 //! [`run`] starts each configuration in turn on its own free loopback port:
 //! (a) plain Mosquitto, (b) mqseal with `unprotected allow` carrying traffic on a
-//! topic no group owns, (c) mqseal on `bench/#`, owned by group `bench`, with
-//! sealed envelopes (full verification, audit log at its default durability).
+//! topic no group owns (mqseal's defaults otherwise), (c) mqseal on `bench/#`,
+//! owned by group `bench`, with sealed envelopes (full verification, audit log at
+//! its default durability) and `verify_workers` as
+//! [`BenchOptions::protected_workers`] says (`off` by default: the single-thread
+//! path, the one the ceiling describes). At QoS 0 it also runs one protected
+//! configuration per [`BenchOptions::worker_configs`] entry: (c1) and (c2) by
+//! default, `verify_workers 1` and `2` (issue 16, item 2). QoS 1 is always
+//! verified on the broker thread, so those do not run at QoS 1.
 //! Envelopes are sealed before the timed phase, so device-side cost is not counted.
 //!
 //! This VM's figures move by 5-15 % from one run to the next, as much as the
 //! differences the targets are about; so each (QoS, payload) scenario runs the
-//! three configurations several rounds, interleaved, rotating which goes first,
-//! and reports each configuration's median round.
+//! configurations several rounds, interleaved, rotating which goes first,
+//! and reports each configuration's median round. [`report`] makes the tables
+//! and judges the targets.
 //!
 //! With a Python given ([`BenchOptions::agent_python`]), each round also runs
 //! (d), the baseline users build without mqseal: plain Mosquitto and a separate
@@ -19,14 +26,15 @@
 pub mod agent;
 pub mod load;
 pub mod machine;
+pub mod report;
 
 use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
+use mqseal_core::broker::config::auto_verify_workers;
 use mqseal_core::device::store::DeviceStore;
 use mqseal_core::formats::envelope::{self, AeadAlg, SealInput};
 use mqseal_core::formats::keys::{GroupKey, SignAlg, SigningKey};
-use serde_json::json;
 
 use crate::broker::{Broker, BrokerConfig};
 use crate::fleet::Fleet;
@@ -69,6 +77,18 @@ pub struct BenchOptions {
     pub agent_python: Option<String>,
     /// `plugin_opt_audit_durability` for (c); None = the plugin's default (fsync).
     pub audit_durability: Option<String>,
+    /// `plugin_opt_verify_workers` for (c): `off`, `auto` or a count; None = the
+    /// plugin's default (`auto`). Default `off`: (c) is then the single-thread
+    /// path, which the ceiling describes.
+    pub protected_workers: Option<String>,
+    /// More protected configurations, run at QoS 0 only (QoS 1 is always verified
+    /// on the broker thread): one per `verify_workers` value given, labelled
+    /// (c1), (c2), ... for counts and (c-off), (c-auto) otherwise ([`worker_label`]).
+    /// Default: 1 and 2.
+    pub worker_configs: Vec<String>,
+    /// `plugin_opt_verify_offload_above` for (c) and those; None = the plugin's
+    /// default (2000 a second, which a flat-out run exceeds).
+    pub offload_above: Option<String>,
 }
 
 impl Default for BenchOptions {
@@ -88,6 +108,9 @@ impl Default for BenchOptions {
             verify_samples: 40,
             agent_python: None,
             audit_durability: None,
+            protected_workers: Some("off".to_string()),
+            worker_configs: vec!["1".to_string(), "2".to_string()],
+            offload_above: None,
         }
     }
 }
@@ -115,11 +138,41 @@ impl BenchOptions {
     }
 }
 
+/// `max_queued_messages` of every benchmark broker: more than any run queues.
+pub const QUEUE_WITHOUT_LIMIT: u32 = 1_000_000_000;
+
 /// How long each broker runs before its timed phase.
 pub const SETTLE_AFTER_START: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The three configurations, in table order.
+/// The three configurations every scenario runs, in table order. Protected rows
+/// are named with their `verify_workers` setting after this: see [`protected_name`].
 pub const CONFIGURATIONS: [&str; 3] = ["(a) plain Mosquitto", "(b) mqseal, unprotected topic", "(c) mqseal, protected topic"];
+
+/// The short label of the protected configuration with `verify_workers` =
+/// `workers` that runs beside (c): (c1), (c2) for counts, (c-off), (c-auto) otherwise.
+pub fn worker_label(workers: &str) -> String {
+    if workers.parse::<u32>().is_ok() {
+        format!("(c{workers})")
+    } else {
+        format!("(c-{workers})")
+    }
+}
+
+/// `verify_workers` as the report names it; `auto` (and the default, which is
+/// `auto`) with what it means on this machine.
+pub fn workers_setting(workers: Option<&str>) -> String {
+    match workers {
+        None => format!("verify_workers default: auto = {}", auto_verify_workers()),
+        Some("auto") => format!("verify_workers auto = {}", auto_verify_workers()),
+        Some(value) => format!("verify_workers {value}"),
+    }
+}
+
+/// A protected row's name: its label, then its `verify_workers` setting.
+pub fn protected_name(label: &str, workers: Option<&str>) -> String {
+    format!("{label} mqseal, protected topic, {}", workers_setting(workers))
+}
+
 /// The baseline's row; its CPU figures are the broker's and the agent's together.
 pub const AGENT: &str = "(d) plain Mosquitto + verify-and-republish agent (Python)";
 
@@ -148,15 +201,71 @@ pub struct Row {
     pub cpu_us_per_msg: f64,
     /// Wire size of each message's payload (the envelope in (c)).
     pub wire_payload_bytes: usize,
+    /// mqseal's counts from the broker log's `stopping:` line (configurations
+    /// with mqseal; None for plain Mosquitto, or when the line is missing, which
+    /// `log_notes` then says).
+    pub broker_stats: Option<BrokerStats>,
+    /// Lines of the broker log a reader should see (errors, warnings, workers
+    /// not answering; see [`notable_log_lines`]); empty in a clean run.
+    pub log_notes: Vec<String>,
 }
 
-/// One (QoS, payload) pair: every round of (a), (b), (c).
+/// The counts of mqseal's last log line, `stopping: N publishes accepted (M
+/// verified on worker threads), D denied, ...; audit log R records, F refused`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BrokerStats {
+    pub accepted: u64,
+    /// Of those, verified on worker threads: shows which path was taken.
+    pub on_workers: u64,
+    pub denied: u64,
+    pub audit_records: u64,
+    pub audit_refused: u64,
+}
+
+/// The counts of the broker log's `mqseal: stopping:` line, if it has one in
+/// the expected form.
+pub fn parse_stopping_line(log: &str) -> Option<BrokerStats> {
+    let line = log.lines().rev().find(|l| l.contains("mqseal: stopping: "))?;
+    let tail = line.split_once("mqseal: stopping: ")?.1;
+    let numbers: Vec<u64> = tail.split(|c: char| !c.is_ascii_digit()).filter(|t| !t.is_empty()).filter_map(|t| t.parse().ok()).collect();
+    // accepted, on workers, denied, subscriptions denied, deliveries withheld,
+    // clients disconnected, audit records, audit refused.
+    if numbers.len() != 8 || !tail.contains("verified on worker threads") {
+        return None;
+    }
+    Some(BrokerStats { accepted: numbers[0], on_workers: numbers[1], denied: numbers[2], audit_records: numbers[6], audit_refused: numbers[7] })
+}
+
+/// Lines of a benchmark broker's log worth a reader's look: the broker's or
+/// mqseal's errors and warnings (workers not answering included). Mosquitto's
+/// log file carries no level, so this goes by the words; the bench's own
+/// clients connect and disconnect cleanly and are never refused. Mosquitto's
+/// warning about running as root (the bench runs where the tests run) is left out.
+pub fn notable_log_lines(log: &str) -> Vec<String> {
+    const WORDS: [&str; 10] =
+        ["error", "warning", "not answered", "cannot", "refus", "denied:", "lost", "panic", "disconnected due", "out of memory"];
+    log.lines()
+        .filter(|l| !l.contains("mqseal: stopping: ") && !l.contains("should not be run as root"))
+        .filter(|l| {
+            let lower = l.to_ascii_lowercase();
+            WORDS.iter().any(|w| lower.contains(w))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// One (QoS, payload) pair: every round of (a), (b), (c) and the worker configurations.
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub qos: u8,
     pub payload: usize,
-    /// `rounds[r][k]`: configuration k (0 = (a), 1 = (b), 2 = (c)) in round r.
-    pub rounds: Vec<[Row; 3]>,
+    /// `verify_workers` of (c) ([`BenchOptions::protected_workers`]).
+    pub protected_workers: Option<String>,
+    /// `verify_workers` of configurations 3, 4, ... (empty at QoS 1).
+    pub worker_configs: Vec<String>,
+    /// `rounds[r][k]`: configuration k (0 = (a), 1 = (b), 2 = (c), then one per
+    /// `worker_configs` entry) in round r.
+    pub rounds: Vec<Vec<Row>>,
     /// (d) in each round, if the agent ran.
     pub agent_rounds: Vec<Row>,
     /// One signature verification of this scenario's envelopes, µs: the median
@@ -184,6 +293,78 @@ impl Scenario {
     /// (c)'s median throughput over (d)'s: what mqseal gains over the baseline.
     pub fn c_over_agent(&self) -> Option<f64> {
         self.agent_median().map(|d| self.median(2).msgs_per_s / d.msgs_per_s)
+    }
+
+    /// How many configurations each round ran ((d) not counted).
+    pub fn configurations(&self) -> usize {
+        3 + self.worker_configs.len()
+    }
+
+    /// Configuration k's short label: (a), (b), (c), (c1), ...
+    pub fn label(&self, k: usize) -> String {
+        match k {
+            0 => "(a)".to_string(),
+            1 => "(b)".to_string(),
+            2 => "(c)".to_string(),
+            _ => worker_label(&self.worker_configs[k - 3]),
+        }
+    }
+
+    /// The protected configurations: (c), then the worker configurations.
+    pub fn protected(&self) -> std::ops::Range<usize> {
+        2..self.configurations()
+    }
+
+    /// `verify_workers` of protected configuration k.
+    pub fn workers_of(&self, k: usize) -> Option<&str> {
+        if k == 2 {
+            self.protected_workers.as_deref()
+        } else {
+            self.worker_configs.get(k.wrapping_sub(3)).map(String::as_str)
+        }
+    }
+
+    /// The protected configuration with the highest median throughput.
+    pub fn best_protected(&self) -> usize {
+        self.protected().max_by(|&x, &y| self.median(x).msgs_per_s.total_cmp(&self.median(y).msgs_per_s)).unwrap_or(2)
+    }
+
+    /// The best protected configuration's median throughput over (d)'s: the
+    /// "10x the agent" target of issue 16.
+    pub fn best_over_agent(&self) -> Option<(usize, f64)> {
+        let k = self.best_protected();
+        self.agent_median().map(|d| (k, self.median(k).msgs_per_s / d.msgs_per_s))
+    }
+
+    /// Configuration k's median throughput over (c)'s.
+    pub fn ratio_to_c(&self, k: usize) -> f64 {
+        self.median(k).msgs_per_s / self.median(2).msgs_per_s
+    }
+
+    /// Worker threads of protected configuration k: `off` 0, `auto` (and the
+    /// default) resolved as the plugin resolves it on this machine.
+    pub fn threads_of(&self, k: usize) -> Option<usize> {
+        match self.workers_of(k) {
+            Some("off") => Some(0),
+            Some("auto") | None => Some(auto_verify_workers()),
+            Some(v) => v.parse().ok(),
+        }
+    }
+
+    /// (worker threads, configuration) of the protected configurations, fewest
+    /// threads first: (c) (`off`), (c1), (c2).
+    pub fn by_worker_count(&self) -> Vec<(usize, usize)> {
+        let mut series: Vec<(usize, usize)> = self.protected().filter_map(|k| Some((self.threads_of(k)?, k))).collect();
+        series.sort();
+        series.dedup_by_key(|(n, _)| *n);
+        series
+    }
+
+    /// Whether median throughput does not fall as worker threads are added
+    /// ((c) off <= (c1) <= (c2)); None with fewer than two worker counts.
+    pub fn grows_with_cores(&self) -> Option<bool> {
+        let series = self.by_worker_count();
+        (series.len() >= 2).then(|| series.windows(2).all(|w| self.median(w[1].1).msgs_per_s >= self.median(w[0].1).msgs_per_s))
     }
 
     /// (lowest, median, highest) of the verification samples, µs.
@@ -331,8 +512,13 @@ fn measure(
     agent: Option<AgentRun<'_>>,
 ) -> Result<Row> {
     // Every configuration logs as a production broker would and queues without a
-    // limit, so that a slow subscriber loses no QoS 1 message at unlimited rate.
-    let config = config.production_logging().line("max_queued_messages 0");
+    // limit in practice, so that a slow subscriber loses no message at unlimited
+    // rate. Not `max_queued_messages 0` (no limit): with 0, Mosquitto 2.0's
+    // handle__publish answers every ACL-denied QoS 0 publish by disconnecting the
+    // publisher (its `out_packet_count >= max_queued_messages` check; 2.1 tests
+    // for > 0 first), and the worker path drops each original with a denial.
+    let config = config.production_logging().line(&format!("max_queued_messages {QUEUE_WITHOUT_LIMIT}"));
+    let with_plugin = config.with_plugin;
     let mut broker = Broker::try_start(config).map_err(|f| anyhow!("{name}: {f}"))?;
     let pid = broker.pid().ok_or_else(|| anyhow!("{name}: broker has no pid"))?;
     // Measure a broker in service, not one finishing its start: every
@@ -350,12 +536,27 @@ fn measure(
         Ok(process_cpu_seconds(pid)? + agent.as_ref().map_or(Ok(0.0), |a| process_cpu_seconds(a.pid()))?)
     };
     let cpu_before = cpu(&agent)?;
-    let result: LoadResult = load::run(workload).with_context(|| format!("{name}: load"))?;
+    let result: LoadResult = match load::run(workload) {
+        Ok(result) => result,
+        Err(e) => {
+            // The broker's log says why it closed a connection or stopped answering.
+            broker.stop();
+            let log = broker.log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+            return Err(e.context(format!("{name}: load; the broker log ends:\n{}", tail.join("\n"))));
+        }
+    };
     let cpu_after = cpu(&agent)?;
     if let Some(agent) = agent {
         agent.stop().with_context(|| name.to_string())?;
     }
     broker.stop();
+    let log = broker.log();
+    let mut log_notes = notable_log_lines(&log);
+    let broker_stats = if with_plugin { parse_stopping_line(&log) } else { None };
+    if with_plugin && broker_stats.is_none() {
+        log_notes.push("no `mqseal: stopping:` line in the broker log".to_string());
+    }
     let elapsed_s = result.elapsed.as_secs_f64().max(1e-9);
     let broker_cpu_s = cpu_after - cpu_before;
     Ok(Row {
@@ -370,6 +571,8 @@ fn measure(
         broker_cpu_s,
         cpu_us_per_msg: broker_cpu_s * 1e6 / (result.delivered.max(1) as f64),
         wire_payload_bytes,
+        broker_stats,
+        log_notes,
     })
 }
 
@@ -417,8 +620,9 @@ fn seal_all(fleet: &Fleet, plain: &Payloads) -> Result<Payloads> {
     Ok(sealed)
 }
 
-/// Runs every scenario: (a), (b), (c) and, with a Python, (d) `rounds` times
-/// each, interleaved; the verification samples in the gaps between rounds.
+/// Runs every scenario: (a), (b), (c), at QoS 0 the worker configurations, and,
+/// with a Python, (d), `rounds` times each, interleaved; the verification
+/// samples in the gaps between rounds.
 pub fn run(options: &BenchOptions) -> Result<Report> {
     if options.qos.is_empty() || options.payloads.is_empty() || options.rounds == 0 {
         return Err(anyhow!("nothing to run: give at least one QoS, one payload size and one round"));
@@ -459,7 +663,24 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
                     delivered_offset,
                 }
             };
-            let configurations = if signed.is_some() { 4 } else { 3 };
+            // QoS 1 is always verified on the broker thread: worker configurations
+            // would only repeat (c).
+            let worker_configs = if qos == 0 { options.worker_configs.clone() } else { Vec::new() };
+            let protected = |workers: Option<&str>| {
+                let mut config = fleet.broker_config("allow");
+                if let Some(workers) = workers {
+                    config = config.option("verify_workers", workers);
+                }
+                if let Some(above) = &options.offload_above {
+                    config = config.option("verify_offload_above", above);
+                }
+                if let Some(durability) = &options.audit_durability {
+                    config = config.option("audit_durability", durability);
+                }
+                config
+            };
+            let mqseal_configurations = 3 + worker_configs.len();
+            let configurations = mqseal_configurations + usize::from(signed.is_some());
             let mut verify_samples_us = Vec::with_capacity(samples);
             let mut sample_verify = |gap: usize| -> Result<()> {
                 // Spread the samples evenly over the gaps.
@@ -473,18 +694,19 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
             let mut agent_rounds = Vec::new();
             for round in 0..options.rounds {
                 sample_verify(round)?;
-                let mut rows: [Option<Row>; 3] = [None, None, None];
+                let mut rows: Vec<Option<Row>> = vec![None; mqseal_configurations];
                 // Rotate the order so that no configuration always runs first or last.
                 for k in (0..configurations).map(|i| (i + round) % configurations) {
                     let row = match k {
                         0 => measure(CONFIGURATIONS[0], BrokerConfig::plain(), options.settle, workload("bench", "bench/#", &plain, 0), payload.max(16), None)?,
                         1 => measure(CONFIGURATIONS[1], fleet.broker_config("allow"), options.settle, workload("open", "open/#", &plain, 0), payload.max(16), None)?,
-                        2 => {
-                            let mut protected = fleet.broker_config("allow");
-                            if let Some(durability) = &options.audit_durability {
-                                protected = protected.option("audit_durability", durability);
-                            }
-                            measure(CONFIGURATIONS[2], protected, options.settle, workload("bench", "bench/#", &sealed, 0), envelope_bytes, None)?
+                        k if k < mqseal_configurations => {
+                            let (label, workers) = match k {
+                                2 => ("(c)".to_string(), options.protected_workers.as_deref()),
+                                _ => (worker_label(&worker_configs[k - 3]), Some(worker_configs[k - 3].as_str())),
+                            };
+                            let name = protected_name(&label, workers);
+                            measure(&name, protected(workers), options.settle, workload("bench", "bench/#", &sealed, 0), envelope_bytes, None)?
                         }
                         _ => {
                             let (signed, keys) = signed.as_ref().expect("signed payloads for (d)");
@@ -504,12 +726,21 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
                     };
                     rows[k] = Some(row);
                 }
-                let [a, b, c] = rows;
-                rounds.push([a.expect("ran (a)"), b.expect("ran (b)"), c.expect("ran (c)")]);
+                rounds.push(rows.into_iter().map(|row| row.expect("ran every configuration")).collect());
             }
             sample_verify(options.rounds)?;
             let verify_us = median(verify_samples_us.clone());
-            scenarios.push(Scenario { qos, payload, rounds, agent_rounds, verify_us, verify_samples_us, rate_limited: options.rate.is_some() });
+            scenarios.push(Scenario {
+                qos,
+                payload,
+                protected_workers: options.protected_workers.clone(),
+                worker_configs,
+                rounds,
+                agent_rounds,
+                verify_us,
+                verify_samples_us,
+                rate_limited: options.rate.is_some(),
+            });
         }
     }
     Ok(Report {
@@ -518,208 +749,6 @@ pub fn run(options: &BenchOptions) -> Result<Report> {
         cpu_model: machine::cpu_model(),
         verification_backend: machine::verification_backend(),
     })
-}
-
-fn verdict(value: f64, target: f64) -> &'static str {
-    if value >= target {
-        "met"
-    } else {
-        "missed"
-    }
-}
-
-impl Report {
-    /// The results as Markdown: a summary line per scenario, then each scenario's table.
-    pub fn markdown(&self) -> String {
-        let o = &self.options;
-        let mut out = format!("CPU: {}; verification backend: {}\n\n", self.cpu_model, self.verification_backend);
-        out.push_str(&format!(
-            "{} messages per run, {} publishers, {} subscribers, rate {}, QoS 1 in-flight window {}, subscriber reads {}, \
-             audit durability {}, {} round(s) per configuration (median shown; order rotated each round)\n\n",
-            o.messages,
-            o.publishers,
-            o.subscribers,
-            o.rate.map_or("unlimited".to_string(), |r| format!("{r} msg/s")),
-            o.inflight,
-            o.subscriber_reads(),
-            o.audit_durability.as_deref().unwrap_or("default (fsync)"),
-            o.rounds,
-        ));
-        let with_agent = self.scenarios.iter().any(|s| !s.agent_rounds.is_empty());
-        out.push_str(
-            "| QoS | payload B | (a) msg/s | (b) msg/s | (b)/(a) | broker CPU µs/msg (a) / (b) / (c) | (c) msg/s | (c)/(a) | ceiling for (c) msg/s | (c)/ceiling |\n",
-        );
-        out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
-        for s in &self.scenarios {
-            out.push_str(&format!(
-                "| {} | {} | {:.0} | {:.0} | {:.3} | {:.1} / {:.1} / {:.1} | {:.0} | {:.3} | {:.0} | {:.3} |\n",
-                s.qos,
-                s.payload,
-                s.median(0).msgs_per_s,
-                s.median(1).msgs_per_s,
-                s.ratio_to_a(1),
-                s.median_cpu_us(0),
-                s.median_cpu_us(1),
-                s.median_cpu_us(2),
-                s.median(2).msgs_per_s,
-                s.ratio_to_a(2),
-                s.ceiling_msgs_per_s(),
-                s.c_over_ceiling(),
-            ));
-        }
-        if with_agent {
-            out.push_str("\n| QoS | payload B | (d) agent msg/s | (d) CPU µs/msg (broker + agent) | (c) msg/s | (c)/(d) | p50 µs (a) / (c) / (d) | p99 µs (a) / (c) / (d) |\n");
-            out.push_str("|---|---|---|---|---|---|---|---|\n");
-            for s in &self.scenarios {
-                let Some(d) = s.agent_median() else { continue };
-                let (a, c) = (s.median(0), s.median(2));
-                out.push_str(&format!(
-                    "| {} | {} | {:.0} | {:.1} | {:.0} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} |\n",
-                    s.qos,
-                    s.payload,
-                    d.msgs_per_s,
-                    median(s.agent_rounds.iter().map(|r| r.cpu_us_per_msg).collect()),
-                    c.msgs_per_s,
-                    s.c_over_agent().unwrap_or(f64::NAN),
-                    a.p50_us,
-                    c.p50_us,
-                    d.p50_us,
-                    a.p99_us,
-                    c.p99_us,
-                    d.p99_us,
-                ));
-            }
-        }
-        if o.rate.is_some() {
-            out.push_str(&format!(
-                "\nAt this rate, p99 latency (c)/(a) (target at 1,000 msg/s: <= {TARGET_P99_C_OVER_A}): {}.\n",
-                self.scenarios
-                    .iter()
-                    .map(|s| {
-                        let ratio = s.median(2).p99_us / s.median(0).p99_us;
-                        format!("QoS {} {} B {ratio:.2} {}", s.qos, s.payload, if ratio <= TARGET_P99_C_OVER_A { "met" } else { "missed" })
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if with_agent && o.rate.is_none() {
-            out.push_str(&format!(
-                "\nTarget (c)/(d) >= {TARGET_C_OVER_AGENT} at QoS 0: {}.\n",
-                self.scenarios
-                    .iter()
-                    .filter(|s| s.qos == 0)
-                    .filter_map(|s| s.c_over_agent().map(|r| format!("{} B {r:.2} {}", s.payload, verdict(r, TARGET_C_OVER_AGENT))))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if o.rate.is_some() {
-            out.push_str(
-                "\nThis run was rate-limited: msg/s is the offered rate, so the ratios and the ceiling fraction say \
-                 nothing about capacity (compare CPU µs/msg and latency; each table shows the round with the median p50).\n",
-            );
-        } else {
-            out.push_str(&format!(
-                "\nTargets: (b)/(a) >= {TARGET_B_OVER_A} {}; (c)/ceiling >= {TARGET_C_OVER_CEILING} {}.\n",
-                self.scenarios.iter().map(|s| format!("QoS {} {} B {}", s.qos, s.payload, verdict(s.ratio_to_a(1), TARGET_B_OVER_A))).collect::<Vec<_>>().join(", "),
-                self.scenarios.iter().map(|s| format!("QoS {} {} B {}", s.qos, s.payload, verdict(s.c_over_ceiling(), TARGET_C_OVER_CEILING))).collect::<Vec<_>>().join(", "),
-            ));
-        }
-        for s in &self.scenarios {
-            out.push_str(&format!("\n### QoS {}, {} B payload\n\n", s.qos, s.payload));
-            out.push_str("| configuration | delivered | msg/s | range over rounds | vs (a) | p50 µs | p99 µs | max µs | broker CPU s | CPU µs/msg | wire payload B |\n");
-            out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
-            let agent = s.agent_median().map(|d| {
-                let rates = s.agent_rounds.iter().map(|r| r.msgs_per_s);
-                (d, rates.clone().fold(f64::INFINITY, f64::min), rates.fold(0.0, f64::max))
-            });
-            let rows = (0..3).map(|k| {
-                let (low, high) = s.range(k);
-                (s.median(k), low, high)
-            });
-            for (r, low, high) in rows.chain(agent) {
-                out.push_str(&format!(
-                    "| {} | {}/{} | {:.0} | {:.0}-{:.0} | {:.3} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {} |\n",
-                    r.name,
-                    r.delivered,
-                    r.expected,
-                    r.msgs_per_s,
-                    low,
-                    high,
-                    r.msgs_per_s / s.median(0).msgs_per_s,
-                    r.p50_us,
-                    r.p99_us,
-                    r.max_us,
-                    r.broker_cpu_s,
-                    r.cpu_us_per_msg,
-                    r.wire_payload_bytes
-                ));
-            }
-            let (low, mid, high) = s.verify_spread();
-            out.push_str(&format!(
-                "\nCeiling for (c): 1 / ({:.1} µs median broker CPU per message in (a) + {:.1} µs to verify one envelope) = {:.0} msg/s; \
-                 (c) reaches {:.3} of it. Verification: median {mid:.1} µs of {} samples taken between rounds, \
-                 lowest {low:.1}, highest {high:.1}.\n",
-                s.median_cpu_us(0),
-                s.verify_us,
-                s.ceiling_msgs_per_s(),
-                s.c_over_ceiling(),
-                s.verify_samples_us.len(),
-            ));
-        }
-        out
-    }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        let o = &self.options;
-        let row_json = |r: &Row| {
-            json!({
-                "name": r.name, "expected": r.expected, "delivered": r.delivered, "elapsed_s": r.elapsed_s,
-                "msgs_per_s": r.msgs_per_s, "p50_us": r.p50_us, "p99_us": r.p99_us,
-                "max_us": r.max_us, "broker_cpu_s": r.broker_cpu_s, "cpu_us_per_msg": r.cpu_us_per_msg,
-                "wire_payload_bytes": r.wire_payload_bytes,
-            })
-        };
-        let scenarios: Vec<_> = self
-            .scenarios
-            .iter()
-            .map(|s| {
-                json!({
-                    "qos": s.qos,
-                    "payload": s.payload,
-                    "median": (0..3).map(|k| row_json(s.median(k))).collect::<Vec<_>>(),
-                    "b_over_a": s.ratio_to_a(1),
-                    "c_over_a": s.ratio_to_a(2),
-                    "median_cpu_us_per_msg": (0..3).map(|k| s.median_cpu_us(k)).collect::<Vec<_>>(),
-                    "verify_us": s.verify_us,
-                    "verify_samples_us": s.verify_samples_us,
-                    "agent_median": s.agent_median().map(row_json),
-                    "c_over_agent": s.c_over_agent(),
-                    "agent_rounds": s.agent_rounds.iter().map(row_json).collect::<Vec<_>>(),
-                    "ceiling_msgs_per_s": s.ceiling_msgs_per_s(),
-                    "c_over_ceiling": s.c_over_ceiling(),
-                    "rounds": s.rounds.iter().map(|r| r.iter().map(row_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        json!({
-            "cpu_model": self.cpu_model,
-            "verification_backend": self.verification_backend,
-            "options": {
-                "messages": o.messages, "publishers": o.publishers, "subscribers": o.subscribers, "qos": o.qos,
-                "payloads": o.payloads, "rate": o.rate, "inflight": o.inflight, "rounds": o.rounds,
-                "subscriber_reads": o.subscriber_reads(),
-                "audit_durability": o.audit_durability,
-                "verify_samples": o.verify_samples, "agent": o.agent_python.is_some(),
-            },
-            "targets": {
-                "b_over_a": TARGET_B_OVER_A, "c_over_ceiling": TARGET_C_OVER_CEILING,
-                "c_over_agent": TARGET_C_OVER_AGENT, "p99_c_over_a_at_1000": TARGET_P99_C_OVER_A,
-            },
-            "scenarios": scenarios,
-        })
-    }
 }
 
 /// Parses the bench command line (without the program name).
@@ -754,15 +783,45 @@ pub fn parse_args(args: &[String]) -> Result<(BenchOptions, Option<String>, Opti
             "--verify-samples" => o.verify_samples = count(&value()?)?.max(1),
             "--agent-python" => o.agent_python = Some(value()?),
             "--audit-durability" => o.audit_durability = Some(value()?),
+            "--protected-workers" => {
+                o.protected_workers = match value()?.as_str() {
+                    "default" => None,
+                    v => Some(workers_value("--protected-workers", v)?),
+                }
+            }
+            "--worker-configs" => {
+                o.worker_configs = match value()?.as_str() {
+                    "" | "none" => Vec::new(),
+                    list => list.split(',').map(|v| workers_value("--worker-configs", v.trim())).collect::<Result<_>>()?,
+                }
+            }
+            "--offload-above" => {
+                o.offload_above = match value()?.as_str() {
+                    "default" => None,
+                    v => Some(count(v)?.to_string()),
+                }
+            }
             "--json" => json_out = Some(value()?),
             "--markdown" => md_out = Some(value()?),
             other => {
                 return Err(anyhow!(
                     "unknown option '{other}' (see --messages --publishers --subscribers --qos --payload --rate --inflight \
-                     --eager-subscribers --rounds --verify-iterations --verify-samples --agent-python --audit-durability --json --markdown)"
+                     --eager-subscribers --rounds --verify-iterations --verify-samples --agent-python --audit-durability \
+                     --protected-workers --worker-configs --offload-above --json --markdown)"
                 ))
             }
         }
     }
     Ok((o, json_out, md_out))
+}
+
+/// A `verify_workers` value the plugin accepts: `off`, `auto` or 1-64.
+fn workers_value(flag: &str, value: &str) -> Result<String> {
+    match value {
+        "off" | "auto" => Ok(value.to_string()),
+        v => match v.parse::<usize>() {
+            Ok(n) if (1..=mqseal_core::broker::config::MAX_VERIFY_WORKERS).contains(&n) => Ok(n.to_string()),
+            _ => Err(anyhow!("{flag}: '{v}' is not off, auto or 1-{}", mqseal_core::broker::config::MAX_VERIFY_WORKERS)),
+        },
+    }
 }

@@ -1,10 +1,16 @@
 //! `cargo run --release -p test-harness --bin bench -- [--messages N (100000)] [--publishers P (4)]
 //! [--subscribers S (1)] [--qos 0,1] [--payload 128,1024] [--rounds R (5)] [--rate MSG_PER_S]
-//! [--inflight W (20)] [--eager-subscribers] [--audit-durability fsync|os] [--json FILE] [--markdown FILE]`
+//! [--inflight W (20)] [--eager-subscribers] [--audit-durability fsync|os]
+//! [--protected-workers off|auto|N|default (off)] [--worker-configs W,... | none (1,2)]
+//! [--offload-above N|default] [--agent-python PYTHON] [--json FILE] [--markdown FILE]`
 //!
 //! For every (QoS, payload) pair, runs plain Mosquitto, mqseal on unprotected
-//! topics and mqseal on protected topics, R rounds each, interleaved, and prints
-//! Markdown tables (see docs/PERFORMANCE.md).
+//! topics and mqseal on protected topics ((c), `verify_workers` as
+//! `--protected-workers` says), at QoS 0 one more protected configuration per
+//! `--worker-configs` value ((c1), (c2): verification on worker threads), and
+//! with `--agent-python` the verify-and-republish agent baseline (d), R rounds
+//! each, interleaved, and prints Markdown tables with the targets met or missed
+//! (see docs/PERFORMANCE.md).
 
 use std::path::Path;
 use std::process::ExitCode;
