@@ -7,6 +7,7 @@
 
 mod boundary;
 mod broker_api;
+mod broker_conf;
 mod callbacks;
 mod cstr;
 mod log;
@@ -47,6 +48,25 @@ pub unsafe extern "C" fn mosquitto_plugin_version(
     }
 }
 
+/// Mosquitto 2.0.16 and later disconnect the publisher of every refused
+/// publish with `max_queued_messages 0`, and the worker path refuses every
+/// original it takes (mqseal_core::broker::mosquitto_conf): then it stays off.
+fn keep_publishers_connected(config: &mut PluginConfig) {
+    match broker_conf::max_queued_messages() {
+        Ok(0) => {
+            config.verify_workers = 0;
+            log(
+                LogLevel::Warning,
+                "plugin_opt_verify_workers: off, because max_queued_messages is 0: Mosquitto 2.0.16 and later then \
+                 disconnect the publisher of every refused publish, and verification on worker threads refuses each \
+                 original it takes (docs/WORKERS.md); give max_queued_messages a number to use it",
+            );
+        }
+        Ok(_) => {}
+        Err(problem) => log(LogLevel::Info, &format!("cannot check max_queued_messages ({problem}); assuming it is not 0")),
+    }
+}
+
 /// Parses the options, starts the engine, registers the callbacks. Any problem
 /// is logged with the option it concerns and makes the broker refuse to start.
 ///
@@ -73,13 +93,17 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 return MOSQ_ERR_INVAL;
             }
         };
-        let config = match PluginConfig::from_options(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        let mut config = match PluginConfig::from_options(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
             Ok(config) => config,
             Err(problem) => {
                 log(LogLevel::Error, &format!("refusing to start: {problem}"));
                 return MOSQ_ERR_INVAL;
             }
         };
+        let broker = broker_api::BrokerApi::detect();
+        if config.verify_workers > 0 && broker.generation == broker_api::Generation::V2_0 {
+            keep_publishers_connected(&mut config);
+        }
         let engine = match Engine::start(config, Box::new(log::BrokerLog)) {
             Ok(engine) => engine,
             Err(problem) => {
@@ -87,7 +111,6 @@ pub unsafe extern "C" fn mosquitto_plugin_init(
                 return MOSQ_ERR_INVAL;
             }
         };
-        let broker = broker_api::BrokerApi::detect();
         // SAFETY: identifier is the broker's handle for this plugin, during init.
         if let Some(rc) = unsafe { broker.set_plugin_info(identifier) } {
             if rc != MOSQ_ERR_SUCCESS {

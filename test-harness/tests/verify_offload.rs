@@ -338,3 +338,41 @@ fn a_bad_verify_workers_value_stops_the_broker_with_the_option_named() {
     let text = format!("{failure:?}");
     assert!(text.contains("plugin_opt_verify_workers"), "{text}");
 }
+
+#[test]
+fn max_queued_messages_0_does_not_get_offloaded_publishers_disconnected() {
+    // Mosquitto 2.0.16 and later (its fix for CVE-2023-28366) disconnect the
+    // publisher of any refused publish when `max_queued_messages` is 0, and the
+    // worker path drops each original with a refusal.
+    let fleet = sensor_fleet();
+    let mut broker = Broker::start(offloading(&fleet, "1").line("max_queued_messages 0"));
+    let mut bob = subscriber(&broker, "bob", "bob-sub", "sensors/#");
+    let mut alice = connect(&broker, "alice", "alice-pub");
+    let envelopes = seal_many(&fleet, "alice", "sensors/t", 20);
+    for envelope in &envelopes {
+        alice.publish("sensors/t", 0, false, envelope).expect("publish");
+    }
+    assert_eq!(receive(&mut bob, 20, WAIT).len(), 20, "every publish delivered");
+    assert!(alice.wait_disconnected(Duration::from_millis(300)).is_err(), "alice was disconnected:\n{}", broker.log());
+    let on_workers = verified_on_workers(&mut broker);
+    let turned_off = broker.log().contains("plugin_opt_verify_workers: off, because max_queued_messages is 0");
+    if test_harness::broker::mosquitto_version() < (2, 1, 0) {
+        // 2.0.11 cannot be told from 2.0.16+: the path stays off on every 2.0.
+        assert!(turned_off && on_workers == 0, "on 2.0 the worker path must be off here ({on_workers} on workers)");
+    } else {
+        assert!(!turned_off && on_workers == 20, "2.1 keeps the worker path ({on_workers} on workers)");
+    }
+}
+
+#[test]
+fn max_queued_messages_as_a_number_keeps_the_worker_path_on_2_0_too() {
+    let fleet = sensor_fleet();
+    let mut broker = Broker::start(offloading(&fleet, "1").line("max_queued_messages 5000"));
+    let mut bob = subscriber(&broker, "bob", "bob-sub", "sensors/#");
+    let mut alice = connect(&broker, "alice", "alice-pub");
+    for envelope in seal_many(&fleet, "alice", "sensors/t", 5) {
+        alice.publish("sensors/t", 0, false, &envelope).expect("publish");
+    }
+    assert_eq!(receive(&mut bob, 5, WAIT).len(), 5);
+    assert_eq!(verified_on_workers(&mut broker), 5);
+}

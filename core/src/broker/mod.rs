@@ -8,6 +8,7 @@ pub mod decision;
 pub mod engine;
 pub mod flood;
 pub mod host;
+pub mod mosquitto_conf;
 pub mod offload;
 pub mod replay;
 pub mod state;

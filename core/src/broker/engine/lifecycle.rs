@@ -145,8 +145,7 @@ impl Engine {
                 crate::formats::audit::hashing::to_hex(&policy_sha256)
             ),
         );
-        let offload = crate::broker::offload::Offload::start(config.verify_workers, config.verify_offload_above)
-            .map_err(|e| StartError::VerifyWorkers(e.to_string()))?;
+        let offload = crate::broker::offload::Offload::new(config.verify_workers, config.verify_offload_above);
         let mut engine = Engine {
             flood: FloodGuard::new(config.flood_limit, config.flood_window),
             withheld: Default::default(),
@@ -180,7 +179,7 @@ impl Engine {
             engine.host.log(
                 LogLevel::Info,
                 &format!(
-                    "{} verification worker threads for QoS 0 protected publishes from {} a second",
+                    "up to {} verification worker threads for QoS 0 protected publishes, started when they come at {} a second or more",
                     engine.offload.workers(),
                     engine.config.verify_offload_above
                 ),

@@ -102,8 +102,6 @@ pub enum StartError {
     Audit(String),
     #[error("plugin_opt_state_dir: {0}")]
     Replay(String),
-    #[error("plugin_opt_verify_workers: cannot start the threads: {0}")]
-    VerifyWorkers(String),
 }
 
 /// The publish mqseal just verified in an ACL write check. One slot, reused:

@@ -24,7 +24,16 @@ impl Engine {
     pub(super) fn offload_wanted(&mut self, sender: &str, info: PublishInfo) -> bool {
         // Without ticks (2.0.11 with per_listener_settings) nothing would
         // deliver the verified copies.
-        info.offloadable && self.ticks_seen && self.offload.wants(sender, Instant::now())
+        if !(info.offloadable && self.ticks_seen) {
+            return false;
+        }
+        match self.offload.wants(sender, Instant::now()) {
+            Ok(wanted) => wanted,
+            Err(problem) => {
+                self.host.log(LogLevel::Error, &problem);
+                false
+            }
+        }
     }
 
     /// Hands the signature check to a worker; every other check has passed.

@@ -23,6 +23,9 @@ impl Engine {
         if now.duration_since(self.last_housekeeping) >= HOUSEKEEPING_EVERY {
             self.last_housekeeping = now;
             self.flood.expire(now);
+            if self.offload.retire_if_idle(now) {
+                self.host.log(LogLevel::Info, "verification workers idle: stopped until the next busy spell");
+            }
             if self.withheld.over_capacity() {
                 for event in self.withheld.take_all() {
                     self.record(event);

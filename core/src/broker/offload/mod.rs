@@ -40,6 +40,10 @@ pub const MAX_BYTES_IN_FLIGHT: usize = 32 * 1024 * 1024;
 /// worker as stuck and logs it (it then keeps waiting: results are never dropped).
 pub const STUCK_AFTER: Duration = Duration::from_secs(5);
 
+/// Workers with nothing handed to them for this long are stopped (started
+/// again by the next hand-off): a broker that has gone quiet keeps one thread.
+pub const RETIRE_IDLE_AFTER: Duration = Duration::from_secs(30);
+
 /// A verified publish the broker is to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Republish {
@@ -61,8 +65,12 @@ pub enum Wait {
 }
 
 pub struct Offload {
+    /// Started at the first hand-off: an idle broker keeps one thread.
     pool: Option<VerifierPool>,
     workers: usize,
+    /// The threads could not be started: every publish is verified at once.
+    unavailable: bool,
+    last_handoff: Instant,
     gate: RateGate,
     next_ticket: u64,
     /// The next ticket to release; results that come back early wait in `early`.
@@ -74,19 +82,21 @@ pub struct Offload {
 }
 
 impl Offload {
-    /// `workers` 0: off, every publish is verified on the broker thread.
-    pub fn start(workers: usize, offload_above_per_second: u32) -> std::io::Result<Offload> {
-        let pool = if workers == 0 { None } else { Some(VerifierPool::start(workers)?) };
-        Ok(Offload {
-            pool,
+    /// `workers` 0: off, every publish is verified on the broker thread. The
+    /// threads start with the first publish handed to them.
+    pub fn new(workers: usize, offload_above_per_second: u32) -> Offload {
+        Offload {
+            pool: None,
             workers,
+            unavailable: false,
+            last_handoff: Instant::now(),
             gate: RateGate::new(offload_above_per_second),
             next_ticket: 0,
             next_release: 0,
             early: BTreeMap::new(),
             senders: Default::default(),
             bytes_in_flight: 0,
-        })
+        }
     }
 
     pub fn workers(&self) -> usize {
@@ -97,12 +107,26 @@ impl Offload {
     /// `sender` goes to a worker: always while the sender has jobs in flight
     /// (its order must hold), otherwise when the rate of eligible publishes
     /// calls for it.
-    pub fn wants(&mut self, sender: &str, now: Instant) -> bool {
-        if self.pool.is_none() {
-            return false;
+    /// `Err` (once) when the threads could not be started: the caller logs it,
+    /// and from then on every publish is verified at once.
+    pub fn wants(&mut self, sender: &str, now: Instant) -> Result<bool, String> {
+        if self.workers == 0 || self.unavailable {
+            return Ok(false);
         }
         let busy = self.gate.note(now);
-        busy || self.senders.contains_key(sender)
+        if !(busy || self.senders.contains_key(sender)) {
+            return Ok(false);
+        }
+        if self.pool.is_none() {
+            match VerifierPool::start(self.workers) {
+                Ok(pool) => self.pool = Some(pool),
+                Err(e) => {
+                    self.unavailable = true;
+                    return Err(format!("cannot start {} verification worker threads ({e}): verifying every publish on the broker thread", self.workers));
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// The newest ticket of `sender` still in flight.
@@ -132,6 +156,7 @@ impl Offload {
     pub fn submit(&mut self, job: VerifyJob) {
         debug_assert_eq!(job.ticket, self.next_ticket);
         let Some(pool) = &self.pool else { return };
+        self.last_handoff = Instant::now();
         self.next_ticket += 1;
         self.bytes_in_flight += job.payload.len();
         let entry = self.senders.entry(job.sender_id.clone()).or_insert((0, job.ticket));
@@ -187,6 +212,18 @@ impl Offload {
         }
     }
 
+    /// Stops the workers once nothing was handed to them for [`RETIRE_IDLE_AFTER`]
+    /// and nothing is in flight; true if it did.
+    pub fn retire_if_idle(&mut self, now: Instant) -> bool {
+        if self.pool.is_none() || self.in_flight() > 0 || now.duration_since(self.last_handoff) < RETIRE_IDLE_AFTER {
+            return false;
+        }
+        if let Some(pool) = self.pool.take() {
+            pool.stop();
+        }
+        true
+    }
+
     /// Stops the workers; returns how many admitted publishes were never released.
     pub fn stop(&mut self) -> usize {
         let unreleased = self.in_flight();
@@ -196,5 +233,32 @@ impl Offload {
         self.early.clear();
         self.senders.clear();
         unreleased
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_start_at_the_first_hand_off_and_stop_when_idle() {
+        let mut offload = Offload::new(2, 0);
+        assert!(offload.pool.is_none(), "nothing started before work comes");
+        assert_eq!(offload.wants("alice", Instant::now()), Ok(true));
+        assert!(offload.pool.is_some(), "started for the first hand-off");
+        let now = Instant::now();
+        assert!(!offload.retire_if_idle(now), "just used");
+        assert!(offload.retire_if_idle(now + RETIRE_IDLE_AFTER + Duration::from_secs(1)));
+        assert!(offload.pool.is_none());
+        assert_eq!(offload.wants("alice", Instant::now()), Ok(true), "and started again");
+        assert!(offload.pool.is_some());
+        assert_eq!(offload.stop(), 0);
+    }
+
+    #[test]
+    fn off_never_starts_a_thread() {
+        let mut offload = Offload::new(0, 0);
+        assert_eq!(offload.wants("alice", Instant::now()), Ok(false));
+        assert!(offload.pool.is_none());
     }
 }
