@@ -13,6 +13,12 @@
 //! what it verified; MESSAGE accepts exactly that message (same client, topic
 //! and payload buffer) without verifying again, and verifies anything else.
 //!
+//! On worker threads: an eligible QoS 0 publish (crate::broker::offload) runs
+//! every check above but the signature at its ACL check, which answers
+//! [`Decision::Offloaded`]; once a worker has checked the signature, every
+//! check runs again on the broker thread (`offloaded`), and an accepted copy
+//! is handed back for the plugin to publish.
+//!
 //! The `impl Engine` blocks are split by event: `lifecycle` (start, shutdown,
 //! a client's disconnect), `login` (authentication, client-id ownership;
 //! `login_binding` ties a login to its connection, `client_ids` says who owns

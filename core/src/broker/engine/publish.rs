@@ -189,10 +189,11 @@ impl Engine {
         }
         self.note_epoch(group, header.epoch);
         self.stats.publishes_accepted += 1;
-        if path == PublishPath::AclWrite && !matches!(verification, Verification::Settled(..)) {
-            self.remember_verified(client, topic, payload);
-        } else if matches!(verification, Verification::Settled(..)) {
-            self.stats.publishes_verified_on_workers += 1;
+        match (path, verification) {
+            // Its original was dropped: no MESSAGE event comes for it.
+            (_, Verification::Settled(_)) => self.stats.publishes_verified_on_workers += 1,
+            (PublishPath::AclWrite, _) => self.remember_verified(client, topic, payload),
+            (PublishPath::MessageEvent, _) => {}
         }
         Decision::Allow
     }
