@@ -100,9 +100,13 @@ impl Engine {
 
     /// The verified publishes for the plugin to hand to the broker
     /// (`mosquitto_broker_publish`), in order. Called after each publish's ACL
-    /// check and at every tick; `at_tick` also waits a little for the last few
-    /// in flight.
+    /// check and at every tick; `at_tick` also hands over the jobs the pass
+    /// admitted, and waits a little for the last few in flight.
     pub fn take_republish(&mut self, at_tick: bool) -> Vec<Republish> {
+        if at_tick {
+            // The end of the broker's loop pass: what this pass admitted goes now.
+            self.offload.hand_over();
+        }
         if self.offload.in_flight() > 0 {
             let few = self.offload.in_flight() <= WAIT_AT_TICK_FOR_PER_WORKER * self.offload.workers();
             self.settle(if at_tick && few { Wait::AllFor(WAIT_AT_TICK_AT_MOST) } else { Wait::No });

@@ -79,7 +79,13 @@ pub struct Offload {
     /// Sender id → (jobs in flight, newest ticket).
     senders: foldhash::HashMap<Box<str>, (u32, u64)>,
     bytes_in_flight: usize,
+    /// Admitted and not yet handed over: sent as one batch by [`Self::hand_over`].
+    batch: Vec<VerifyJob>,
 }
+
+/// A batch is handed over at once when it reaches this size (otherwise at the
+/// tick that ends the broker's loop pass, or before any wait).
+pub const BATCH_SIZE: usize = 64;
 
 impl Offload {
     /// `workers` 0: off, every publish is verified on the broker thread. The
@@ -96,6 +102,7 @@ impl Offload {
             early: BTreeMap::new(),
             senders: Default::default(),
             bytes_in_flight: 0,
+            batch: Vec::new(),
         }
     }
 
@@ -152,23 +159,42 @@ impl Offload {
         self.next_ticket
     }
 
-    /// Hands `job` (made with [`Self::next_ticket`]) to a worker.
+    /// Takes `job` (made with [`Self::next_ticket`]) for the workers: it goes
+    /// with the next batch.
     pub fn submit(&mut self, job: VerifyJob) {
         debug_assert_eq!(job.ticket, self.next_ticket);
-        let Some(pool) = &self.pool else { return };
-        self.last_handoff = Instant::now();
+        if self.pool.is_none() {
+            return;
+        }
         self.next_ticket += 1;
         self.bytes_in_flight += job.payload.len();
         let entry = self.senders.entry(job.sender_id.clone()).or_insert((0, job.ticket));
         entry.0 += 1;
         entry.1 = job.ticket;
-        pool.submit(job);
+        self.batch.push(job);
+        if self.batch.len() >= BATCH_SIZE {
+            self.hand_over();
+        }
+    }
+
+    /// Sends the jobs admitted since the last hand-over to the workers.
+    pub fn hand_over(&mut self) {
+        let Some(pool) = &self.pool else { return };
+        if self.batch.is_empty() {
+            return;
+        }
+        self.last_handoff = Instant::now();
+        pool.submit(std::mem::take(&mut self.batch));
     }
 
     /// The results released by `wait`, in admission order. Logs nothing;
     /// `on_stuck` is called once per [`STUCK_AFTER`] a wait goes on.
     pub fn collect(&mut self, wait: Wait, mut on_stuck: impl FnMut()) -> Vec<Verified> {
         let mut released = Vec::new();
+        if wait != Wait::No {
+            // Nothing waited for may stay unsent.
+            self.hand_over();
+        }
         let Some(pool) = &self.pool else { return released };
         let started = Instant::now();
         loop {
@@ -232,6 +258,7 @@ impl Offload {
         }
         self.early.clear();
         self.senders.clear();
+        self.batch.clear();
         unreleased
     }
 }

@@ -7,8 +7,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::broker::decision::DenyReason;
 use crate::formats::envelope;
@@ -38,8 +39,14 @@ pub struct Verified {
     pub signature: Result<(), DenyReason>,
 }
 
+/// After its last job a worker keeps looking for the next batch this long
+/// before it sleeps: under load the next batch comes within a loop pass, and a
+/// worker woken per batch would cost the broker thread a system call and the
+/// worker a context switch each time (measured: +13 µs a message on 2 vCPUs).
+const LOOK_BEFORE_SLEEPING: Duration = Duration::from_micros(200);
+
 pub struct VerifierPool {
-    jobs: Option<Sender<VerifyJob>>,
+    jobs: Option<Sender<Vec<VerifyJob>>>,
     results: Receiver<Verified>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -47,7 +54,7 @@ pub struct VerifierPool {
 impl VerifierPool {
     /// Starts `workers` threads (at least one).
     pub fn start(workers: usize) -> std::io::Result<VerifierPool> {
-        let (jobs, inbox) = crossbeam_channel::unbounded::<VerifyJob>();
+        let (jobs, inbox) = crossbeam_channel::unbounded::<Vec<VerifyJob>>();
         let (outbox, results) = crossbeam_channel::unbounded::<Verified>();
         let mut threads = Vec::with_capacity(workers);
         for n in 0..workers.max(1) {
@@ -61,10 +68,11 @@ impl VerifierPool {
         Ok(VerifierPool { jobs: Some(jobs), results, threads })
     }
 
-    pub fn submit(&self, job: VerifyJob) {
+    /// Hands over a batch (one wake-up for the lot); any worker takes it whole.
+    pub fn submit(&self, batch: Vec<VerifyJob>) {
         if let Some(jobs) = &self.jobs {
             // Fails only once every worker has gone, which only `stop` does.
-            let _ = jobs.send(job);
+            let _ = jobs.send(batch);
         }
     }
 
@@ -83,13 +91,29 @@ impl VerifierPool {
     }
 }
 
-fn work(inbox: Receiver<VerifyJob>, outbox: Sender<Verified>) {
-    for job in inbox.iter() {
-        // A panic in a check must not lose the job (its ticket would block the
-        // release of every later one): it comes back refused.
-        let signature = catch_unwind(AssertUnwindSafe(|| check_signature(&job))).unwrap_or(Err(DenyReason::INTERNAL_ERROR));
-        if outbox.send(Verified { job, signature }).is_err() {
-            return;
+fn work(inbox: Receiver<Vec<VerifyJob>>, outbox: Sender<Verified>) {
+    while let Some(batch) = next_batch(&inbox) {
+        for job in batch {
+            // A panic in a check must not lose the job (its ticket would block the
+            // release of every later one): it comes back refused.
+            let signature = catch_unwind(AssertUnwindSafe(|| check_signature(&job))).unwrap_or(Err(DenyReason::INTERNAL_ERROR));
+            if outbox.send(Verified { job, signature }).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The next batch: looked for a little ([`LOOK_BEFORE_SLEEPING`]), then waited
+/// for. None once the queue is closed and empty.
+fn next_batch(inbox: &Receiver<Vec<VerifyJob>>) -> Option<Vec<VerifyJob>> {
+    let started = Instant::now();
+    loop {
+        match inbox.try_recv() {
+            Ok(batch) => return Some(batch),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) if started.elapsed() < LOOK_BEFORE_SLEEPING => std::thread::yield_now(),
+            Err(TryRecvError::Empty) => return inbox.recv().ok(),
         }
     }
 }
