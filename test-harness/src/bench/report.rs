@@ -71,6 +71,24 @@ impl Scenario {
         warnings
     }
 
+    /// Every row, of every round, that did not deliver every message.
+    fn incomplete(&self) -> Vec<String> {
+        let mut rows: Vec<(String, usize, &Row)> = Vec::new();
+        for (r, round) in self.rounds.iter().enumerate() {
+            rows.extend(round.iter().enumerate().map(|(k, row)| (self.label(k), r, row)));
+        }
+        rows.extend(self.agent_rounds.iter().enumerate().map(|(r, row)| ("(d)".to_string(), r, row)));
+        rows.into_iter()
+            .filter(|(_, _, row)| !row.complete())
+            .map(|(label, r, row)| format!("{} {label} round {}: {} of {} delivered", self.name(), r + 1, row.delivered, row.expected))
+            .collect()
+    }
+
+    /// (d)'s median round if it delivered everything (else no throughput to compare with).
+    fn complete_agent(&self) -> Option<&Row> {
+        self.agent_median().filter(|d| d.complete())
+    }
+
     /// Every log note of every round, with where it came from.
     fn log_notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
@@ -109,6 +127,9 @@ impl Report {
             workers_setting(None),
             workers_setting(o.protected_workers.as_deref()),
         ));
+        if let (Some(n), Some(_)) = (o.agent_messages.filter(|&n| n < o.messages), &o.agent_python) {
+            out.push_str(&format!(" (d) publishes {n} messages per run (the agent's limit: see --agent-messages)."));
+        }
         if o.worker_configs.is_empty() {
             out.push_str(" No worker configurations.\n\n");
         } else {
@@ -151,18 +172,20 @@ impl Report {
             for s in &self.scenarios {
                 let Some(d) = s.agent_median() else { continue };
                 let (a, c) = (s.median(0), s.median(2));
-                let (best, best_ratio) = s.best_over_agent().unwrap_or((2, f64::NAN));
+                let best = s.best_protected();
+                // Against a (d) that lost messages a ratio means nothing.
+                let ratio = |x: f64| if d.complete() { format!("{:.2}", x / d.msgs_per_s) } else { "n/a".to_string() };
                 out.push_str(&format!(
-                    "| {} | {} | {:.0} | {:.1} | {:.0} | {:.2} | {} {:.0} | {:.2} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} |\n",
+                    "| {} | {} | {} | {:.1} | {:.0} | {} | {} {:.0} | {} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} |\n",
                     s.qos,
                     s.payload,
-                    d.msgs_per_s,
+                    if d.complete() { format!("{:.0}", d.msgs_per_s) } else { format!("{:.0} ({} of {} delivered)", d.msgs_per_s, d.delivered, d.expected) },
                     median(s.agent_rounds.iter().map(|r| r.cpu_us_per_msg).collect()),
                     c.msgs_per_s,
-                    s.c_over_agent().unwrap_or(f64::NAN),
+                    ratio(c.msgs_per_s),
                     s.label(best),
                     s.median(best).msgs_per_s,
-                    best_ratio,
+                    ratio(s.median(best).msgs_per_s),
                     a.p50_us,
                     c.p50_us,
                     d.p50_us,
@@ -173,6 +196,13 @@ impl Report {
             }
         }
         self.targets(&mut out);
+        let incomplete: Vec<String> = self.scenarios.iter().flat_map(Scenario::incomplete).collect();
+        if !incomplete.is_empty() {
+            out.push_str("\n**Incomplete deliveries** (msg/s of these rows counts only what arrived; no target is judged on them):\n\n");
+            for i in &incomplete {
+                out.push_str(&format!("- {i}\n"));
+            }
+        }
         let warnings: Vec<String> = self.scenarios.iter().flat_map(Scenario::path_warnings).collect();
         if !warnings.is_empty() {
             out.push_str("\n**Path warnings** (a configuration did not take the path it was set up for):\n\n");
@@ -247,7 +277,7 @@ impl Report {
         out.push_str("| QoS | payload B | configuration | msg/s | range over rounds | vs (c) | broker CPU µs/msg | verified on workers / accepted | vs (d) |\n");
         out.push_str("|---|---|---|---|---|---|---|---|---|\n");
         for s in scenarios {
-            let d = s.agent_median().map(|d| d.msgs_per_s);
+            let d = s.complete_agent().map(|d| d.msgs_per_s);
             for k in s.protected() {
                 let (low, high) = s.range(k);
                 out.push_str(&format!(
@@ -336,7 +366,11 @@ impl Report {
                 qos0.iter()
                     .filter_map(|s| {
                         let (k, ratio) = s.best_over_agent()?;
-                        let d = s.agent_median()?.msgs_per_s;
+                        let d = s.agent_median()?;
+                        if !d.complete() {
+                            return Some(format!("{} B not judged: (d) delivered {} of {}", s.payload, d.delivered, d.expected));
+                        }
+                        let d = d.msgs_per_s;
                         Some(format!("{} B {} {:.0} / {d:.0} = {ratio:.2} {}", s.payload, s.label(k), s.median(k).msgs_per_s, verdict(ratio, TARGET_C_OVER_AGENT)))
                     })
                     .collect::<Vec<_>>()
@@ -428,6 +462,7 @@ impl Report {
                     "best_over_agent": s.best_over_agent().map(|(k, r)| json!({"label": s.label(k), "ratio": r})),
                     "grows_with_cores": s.grows_with_cores(),
                     "path_warnings": s.path_warnings(),
+                    "incomplete": s.incomplete(),
                     "agent_rounds": s.agent_rounds.iter().map(row_json).collect::<Vec<_>>(),
                     "ceiling_msgs_per_s": s.ceiling_msgs_per_s(),
                     "c_over_ceiling": s.c_over_ceiling(),
@@ -445,7 +480,7 @@ impl Report {
                 "audit_durability": o.audit_durability,
                 "protected_workers": o.protected_workers, "worker_configs": o.worker_configs,
                 "offload_above": o.offload_above, "auto_verify_workers": super::auto_verify_workers(),
-                "verify_samples": o.verify_samples, "agent": o.agent_python.is_some(),
+                "verify_samples": o.verify_samples, "agent": o.agent_python.is_some(), "agent_messages": o.agent_messages,
             },
             "targets": {
                 "b_over_a": TARGET_B_OVER_A, "c_over_ceiling": TARGET_C_OVER_CEILING,

@@ -2,7 +2,7 @@
 //! [--subscribers S (1)] [--qos 0,1] [--payload 128,1024] [--rounds R (5)] [--rate MSG_PER_S]
 //! [--inflight W (20)] [--eager-subscribers] [--audit-durability fsync|os]
 //! [--protected-workers off|auto|N|default (off)] [--worker-configs W,... | none (1,2)]
-//! [--offload-above N|default] [--agent-python PYTHON] [--json FILE] [--markdown FILE]`
+//! [--offload-above N|default] [--agent-python PYTHON] [--agent-messages N] [--json FILE] [--markdown FILE]`
 //!
 //! For every (QoS, payload) pair, runs plain Mosquitto, mqseal on unprotected
 //! topics and mqseal on protected topics ((c), `verify_workers` as
