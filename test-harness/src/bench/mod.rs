@@ -205,6 +205,13 @@ pub struct Row {
     pub broker_cpu_s: f64,
     /// Broker CPU per delivered message.
     pub cpu_us_per_msg: f64,
+    /// Of `broker_cpu_s`, the broker thread's (Mosquitto's main thread, where
+    /// every plugin callback runs); the rest is the verification workers', the
+    /// audit writer's and, in (d), the agent's.
+    pub broker_thread_cpu_s: f64,
+    /// The load generator's CPU (the bench's publisher and subscriber threads),
+    /// which runs on the same cores.
+    pub clients_cpu_s: f64,
     /// Wire size of each message's payload (the envelope in (c)).
     pub wire_payload_bytes: usize,
     /// mqseal's counts from the broker log's `stopping:` line (configurations
@@ -221,6 +228,13 @@ impl Row {
     /// measure of throughput (its msg/s counts only what arrived).
     pub fn complete(&self) -> bool {
         self.delivered == self.expected
+    }
+
+    /// CPU per delivered message, µs: (broker thread, the broker's other
+    /// threads (and the agent in (d)), the load generator).
+    pub fn cpu_split_us(&self) -> (f64, f64, f64) {
+        let per = |s: f64| s * 1e6 / self.delivered.max(1) as f64;
+        (per(self.broker_thread_cpu_s), per(self.broker_cpu_s - self.broker_thread_cpu_s), per(self.clients_cpu_s))
     }
 }
 
@@ -451,11 +465,22 @@ fn median(mut values: Vec<f64>) -> f64 {
     percentile(&values, 0.5)
 }
 
-/// utime + stime of a process, in seconds, from /proc/<pid>/stat.
+/// utime + stime of a process (all its threads, exited ones included), in
+/// seconds, from /proc/<pid>/stat.
 pub fn process_cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("read /proc/{pid}/stat"))?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime of one thread of a process, in seconds: its main thread's
+/// (`tid` = `pid`) is the broker thread, where Mosquitto runs every plugin callback.
+pub fn thread_cpu_seconds(pid: u32, tid: u32) -> Result<f64> {
+    stat_cpu_seconds(&format!("/proc/{pid}/task/{tid}/stat"))
+}
+
+fn stat_cpu_seconds(path: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("read {path}"))?;
     // The command name (field 2) may contain spaces: fields after its ')' are fixed.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| anyhow!("/proc/{pid}/stat: no ')'"))?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| anyhow!("{path}: no ')'"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); utime is field 14, stime 15.
     let utime: u64 = fields.get(11).ok_or_else(|| anyhow!("no utime"))?.parse()?;
@@ -549,7 +574,11 @@ fn measure(
     let cpu = |agent: &Option<agent::Agent>| -> Result<f64> {
         Ok(process_cpu_seconds(pid)? + agent.as_ref().map_or(Ok(0.0), |a| process_cpu_seconds(a.pid()))?)
     };
-    let cpu_before = cpu(&agent)?;
+    // Apart: the broker thread's share, and the load generator's (this process's
+    // client threads), which shares the machine's cores with the broker.
+    let broker_thread = || thread_cpu_seconds(pid, pid);
+    let clients = || process_cpu_seconds(std::process::id());
+    let (cpu_before, thread_before, clients_before) = (cpu(&agent)?, broker_thread()?, clients()?);
     let result: LoadResult = match load::run(workload) {
         Ok(result) => result,
         Err(e) => {
@@ -560,7 +589,7 @@ fn measure(
             return Err(e.context(format!("{name}: load; the broker log ends:\n{}", tail.join("\n"))));
         }
     };
-    let cpu_after = cpu(&agent)?;
+    let (cpu_after, thread_after, clients_after) = (cpu(&agent)?, broker_thread()?, clients()?);
     if let Some(agent) = agent {
         agent.stop().with_context(|| name.to_string())?;
     }
@@ -584,6 +613,8 @@ fn measure(
         max_us: result.latencies_us.last().copied().unwrap_or(f64::NAN),
         broker_cpu_s,
         cpu_us_per_msg: broker_cpu_s * 1e6 / (result.delivered.max(1) as f64),
+        broker_thread_cpu_s: thread_after - thread_before,
+        clients_cpu_s: clients_after - clients_before,
         wire_payload_bytes,
         broker_stats,
         log_notes,

@@ -273,15 +273,16 @@ impl Report {
         if scenarios.is_empty() {
             return;
         }
-        out.push_str("\nVerification on worker threads (QoS 0; broker CPU includes the workers' threads; the count on workers is the median round's, from the broker log's `stopping:` line):\n\n");
-        out.push_str("| QoS | payload B | configuration | msg/s | range over rounds | vs (c) | broker CPU µs/msg | verified on workers / accepted | vs (d) |\n");
-        out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str("\nVerification on worker threads (QoS 0; broker CPU includes the workers' threads; the split and the count on workers are the median round's, the count from the broker log's `stopping:` line):\n\n");
+        out.push_str("| QoS | payload B | configuration | msg/s | range over rounds | vs (c) | broker CPU µs/msg | of it broker thread / other threads | load generator CPU µs/msg | verified on workers / accepted | vs (d) |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
         for s in scenarios {
             let d = s.complete_agent().map(|d| d.msgs_per_s);
             for k in s.protected() {
                 let (low, high) = s.range(k);
+                let (thread, others, clients) = s.median(k).cpu_split_us();
                 out.push_str(&format!(
-                    "| {} | {} | {} {} | {:.0} | {:.0}-{:.0} | {:.2} | {:.1} | {} | {} |\n",
+                    "| {} | {} | {} {} | {:.0} | {:.0}-{:.0} | {:.2} | {:.1} | {thread:.1} / {others:.1} | {clients:.1} | {} | {} |\n",
                     s.qos,
                     s.payload,
                     s.label(k),
@@ -431,6 +432,7 @@ impl Report {
                 "name": r.name, "expected": r.expected, "delivered": r.delivered, "elapsed_s": r.elapsed_s,
                 "msgs_per_s": r.msgs_per_s, "p50_us": r.p50_us, "p99_us": r.p99_us,
                 "max_us": r.max_us, "broker_cpu_s": r.broker_cpu_s, "cpu_us_per_msg": r.cpu_us_per_msg,
+                "broker_thread_cpu_s": r.broker_thread_cpu_s, "clients_cpu_s": r.clients_cpu_s,
                 "wire_payload_bytes": r.wire_payload_bytes,
                 "broker_stats": r.broker_stats.map(|s| json!({
                     "accepted": s.accepted, "on_workers": s.on_workers, "denied": s.denied,
