@@ -302,15 +302,16 @@ impl Report {
     /// At a fixed rate: latency of every configuration, one row each.
     fn latency_table(&self, out: &mut String) {
         out.push_str("\nLatency at this rate (each configuration's round with the median p50; broker CPU includes the workers' threads):\n\n");
-        out.push_str("| QoS | payload B | configuration | p50 µs | p99 µs | max µs | p99 vs (a) | broker CPU µs/msg | verified on workers / accepted |\n");
-        out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        out.push_str("| QoS | payload B | configuration | p50 µs | p99 µs | max µs | p99 vs (a) | broker CPU µs/msg | of it broker thread / other threads | verified on workers / accepted |\n");
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
         for s in &self.scenarios {
             let a = s.median(0);
             let rows = (0..s.configurations()).map(|k| (format!("{} {}", s.label(k), config_setting(s, k)), s.median(k), s.median_cpu_us(k)));
             let agent = s.agent_median().map(|d| ("(d) agent".to_string(), d, median(s.agent_rounds.iter().map(|r| r.cpu_us_per_msg).collect())));
             for (name, r, cpu) in rows.chain(agent) {
+                let (thread, others, _) = r.cpu_split_us();
                 out.push_str(&format!(
-                    "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {} |\n",
+                    "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {thread:.1} / {others:.1} | {} |\n",
                     s.qos,
                     s.payload,
                     name,
