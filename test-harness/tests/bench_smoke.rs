@@ -46,7 +46,7 @@ fn check_delivered_everything(report: &bench::Report) {
                 assert_eq!(row.delivered, 200, "QoS {}: {} must deliver every message", s.qos, row.name);
                 assert!(row.p50_us > 0.0 && row.p99_us >= row.p50_us && row.max_us >= row.p99_us, "{row:?}");
                 assert!(row.broker_cpu_s >= 0.0 && row.clients_cpu_s >= 0.0, "{row:?}");
-                assert!(row.broker_thread_cpu_s >= 0.0 && row.broker_thread_cpu_s <= row.broker_cpu_s + 0.011, "{row:?}");
+                assert!(row.broker_thread_cpu_s >= 0.0 && row.cpu_split_us().1 >= 0.0, "{row:?}");
                 assert!(row.log_notes.is_empty(), "{}: the broker logged something to look at: {:?}", row.name, row.log_notes);
                 // Every mqseal broker says what it did when it stops.
                 assert_eq!(row.broker_stats.is_some(), k > 0, "{}: {:?}", row.name, row.broker_stats);

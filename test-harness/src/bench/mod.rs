@@ -231,10 +231,12 @@ impl Row {
     }
 
     /// CPU per delivered message, µs: (broker thread, the broker's other
-    /// threads (and the agent in (d)), the load generator).
+    /// threads (and the agent in (d)), the load generator). The kernel scales a
+    /// thread's and its process's tick counts apart, so the thread may show a
+    /// few ticks more than the whole: the rest is then 0.
     pub fn cpu_split_us(&self) -> (f64, f64, f64) {
         let per = |s: f64| s * 1e6 / self.delivered.max(1) as f64;
-        (per(self.broker_thread_cpu_s), per(self.broker_cpu_s - self.broker_thread_cpu_s), per(self.clients_cpu_s))
+        (per(self.broker_thread_cpu_s), per((self.broker_cpu_s - self.broker_thread_cpu_s).max(0.0)), per(self.clients_cpu_s))
     }
 }
 
