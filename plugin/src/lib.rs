@@ -48,7 +48,7 @@ pub unsafe extern "C" fn mosquitto_plugin_version(
     }
 }
 
-/// Mosquitto 2.0.16 and later disconnect the publisher of every refused
+/// Mosquitto 2.0 with the CVE-2023-28366 fix (2.0.16+, Debian's 2.0.11) disconnects the publisher of every refused
 /// publish with `max_queued_messages 0`, and the worker path refuses every
 /// original it takes (mqseal_core::broker::mosquitto_conf): then it stays off.
 fn keep_publishers_connected(config: &mut PluginConfig) {
@@ -57,7 +57,7 @@ fn keep_publishers_connected(config: &mut PluginConfig) {
             config.verify_workers = 0;
             log(
                 LogLevel::Warning,
-                "plugin_opt_verify_workers: off, because max_queued_messages is 0: Mosquitto 2.0.16 and later then \
+                "plugin_opt_verify_workers: off, because max_queued_messages is 0: Mosquitto 2.0 (with its CVE-2023-28366 fix) then \
                  disconnect the publisher of every refused publish, and verification on worker threads refuses each \
                  original it takes (docs/WORKERS.md); give max_queued_messages a number to use it",
             );

@@ -341,7 +341,7 @@ fn a_bad_verify_workers_value_stops_the_broker_with_the_option_named() {
 
 #[test]
 fn max_queued_messages_0_does_not_get_offloaded_publishers_disconnected() {
-    // Mosquitto 2.0.16 and later (its fix for CVE-2023-28366) disconnect the
+    // Mosquitto 2.0 with its fix for CVE-2023-28366 (2.0.16+, Debian's 2.0.11) disconnects the
     // publisher of any refused publish when `max_queued_messages` is 0, and the
     // worker path drops each original with a refusal.
     let fleet = sensor_fleet();
@@ -357,7 +357,7 @@ fn max_queued_messages_0_does_not_get_offloaded_publishers_disconnected() {
     let on_workers = verified_on_workers(&mut broker);
     let turned_off = broker.log().contains("plugin_opt_verify_workers: off, because max_queued_messages is 0");
     if test_harness::broker::mosquitto_version() < (2, 1, 0) {
-        // 2.0.11 cannot be told from 2.0.16+: the path stays off on every 2.0.
+        // One 2.0 cannot be told from another: the path stays off on every 2.0.
         assert!(turned_off && on_workers == 0, "on 2.0 the worker path must be off here ({on_workers} on workers)");
     } else {
         assert!(!turned_off && on_workers == 20, "2.1 keeps the worker path ({on_workers} on workers)");

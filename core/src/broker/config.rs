@@ -162,7 +162,7 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("audit_on_broken_chain", "refuse | new-file: a log broken before its tail (default refuse)"),
     ("audit_origin", "the audit log's name in its checkpoints (default: mqseal/audit-<hash of the broker key>)"),
     ("verify_workers", "off | auto | 1-64: threads that verify QoS 0 protected publishes off the broker thread (default auto: the CPUs less one)"),
-    ("verify_offload_above", "protected QoS 0 publishes per second from which they go to the workers, 0 = always (default 2000)"),
+    ("verify_offload_above", "protected QoS 0 publishes per second from which they go to the workers, 0 = always (default 10000)"),
 ];
 
 impl PluginConfig {
@@ -250,7 +250,7 @@ impl PluginConfig {
                 Some(_) => number(&get, "verify_workers", 0, 1, MAX_VERIFY_WORKERS as u64)
                     .map_err(|e| problem("verify_workers", format!("{} (or off | auto)", e.problem)))? as usize,
             },
-            verify_offload_above: number(&get, "verify_offload_above", 2000, 0, 10_000_000)? as u32,
+            verify_offload_above: number(&get, "verify_offload_above", 10000, 0, 10_000_000)? as u32,
         })
     }
 }
@@ -372,7 +372,7 @@ mod tests {
         assert!(!cfg.audit_start_new_on_broken_chain);
         assert_eq!(cfg.state_dir, d.path());
         assert_eq!(cfg.verify_workers, auto_verify_workers());
-        assert_eq!(cfg.verify_offload_above, 2000);
+        assert_eq!(cfg.verify_offload_above, 10000);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The one setting of the broker's own configuration file that mqseal must
-//! know: `max_queued_messages`. Mosquitto 2.0.16 and later (its fix for
-//! CVE-2023-28366, in `handle__publish`) answer every refused publish with a
+//! know: `max_queued_messages`. Mosquitto 2.0 with its fix for CVE-2023-28366
+//! (upstream since 2.0.16, in `handle__publish`; Debian 12's 2.0.11 carries it)
+//! answers every refused publish with a
 //! disconnection while the publisher's outgoing queue holds at least
 //! `max_queued_messages` packets, which with `max_queued_messages 0` is always.
 //! Verification on worker threads refuses each original it takes
 //! (crate::broker::offload), so there it would disconnect every publisher.
-//! 2.0.11 cannot be told from 2.0.16+ at run time, so on 2.0 the plugin reads
+//! One 2.0 cannot be told from another at run time, so on 2.0 the plugin reads
 //! the file the broker was started with and turns the worker path off then.
 //!
 //! Only reading: options as Mosquitto reads them (one per line, `#` comments,

@@ -490,20 +490,26 @@ pub(crate) fn ed25519_public_from_raw(raw: &[u8; 32]) -> Result<ed25519_dalek::V
 }
 
 /// A P-256 public key, validated once (an uncompressed point on the curve) and
-/// prepared once for each verification backend (`verify_backend`), so a message
-/// costs only the verification.
+/// prepared once for OpenSSL (`verify_backend`) when it first verifies there,
+/// so a message costs only the verification.
 #[derive(Clone)]
 pub struct P256Key {
     rustcrypto: p256::ecdsa::VerifyingKey,
-    /// The same point as OpenSSL's key object; `None` if OpenSSL could not
-    /// build it, and then the RustCrypto backend verifies.
-    openssl: Option<openssl::pkey::PKey<openssl::pkey::Public>>,
+    /// The same point as OpenSSL's key object, built at the key's first
+    /// verification through OpenSSL (about 45 µs and 2 KB of OpenSSL's heap a
+    /// key: a policy of a million devices must not pay that for keys that never
+    /// sign); `None` if OpenSSL could not build it, and then the RustCrypto
+    /// backend verifies.
+    openssl: std::sync::OnceLock<Option<openssl::pkey::PKey<openssl::pkey::Public>>>,
 }
 
 impl P256Key {
     fn new(rustcrypto: p256::ecdsa::VerifyingKey) -> P256Key {
-        let openssl = openssl_p256_key(rustcrypto.to_encoded_point(false).as_bytes());
-        P256Key { rustcrypto, openssl }
+        P256Key { rustcrypto, openssl: std::sync::OnceLock::new() }
+    }
+
+    fn openssl(&self) -> Option<&openssl::pkey::PKey<openssl::pkey::Public>> {
+        self.openssl.get_or_init(|| openssl_p256_key(self.rustcrypto.to_encoded_point(false).as_bytes())).as_ref()
     }
 
     /// The key as the `p256` crate's type (tests compare against the crate directly).
@@ -616,7 +622,7 @@ impl VerifyingKey {
         if parsed.normalize_s().is_some() {
             return Err(KeyError::BadSignature); // high-S: malleated
         }
-        match (backend, &key.openssl) {
+        match (backend, key.openssl()) {
             (P256Backend::OpenSsl, Some(pkey)) => {
                 let (der, len) = crate::formats::verify_backend::ecdsa_der(raw);
                 let verified = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), pkey)
@@ -974,7 +980,7 @@ mod tests {
         let key = SigningKey::generate(SignAlg::P256);
         let public = VerifyingKey::from_raw(SignAlg::P256, &key.verifying_key().to_raw()).unwrap();
         let VerifyingKey::P256(prepared) = &public else { unreachable!() };
-        assert!(prepared.openssl.is_some(), "OpenSSL must accept every point the p256 crate accepts");
+        assert!(prepared.openssl().is_some(), "OpenSSL must accept every point the p256 crate accepts");
         let sig = key.sign(b"m");
         for backend in P256Backend::ALL {
             public.verify_p256_with(backend, b"m", &sig).unwrap();

@@ -92,7 +92,7 @@ pub struct BenchOptions {
     /// Default: 1 and 2.
     pub worker_configs: Vec<String>,
     /// `plugin_opt_verify_offload_above` for (c) and those; None = the plugin's
-    /// default (2000 a second, which a flat-out run exceeds).
+    /// default (10000 a second, which a flat-out run exceeds).
     pub offload_above: Option<String>,
 }
 

@@ -121,7 +121,7 @@ impl Report {
             o.audit_durability.as_deref().unwrap_or("default (fsync)"),
             o.rounds,
         ));
-        let offload_above = o.offload_above.as_ref().map_or("default (2000 a second)".to_string(), |t| format!("{t} a second"));
+        let offload_above = o.offload_above.as_ref().map_or("default (10000 a second)".to_string(), |t| format!("{t} a second"));
         out.push_str(&format!(
             "Configurations: (b) runs mqseal's defaults ({}); (c): {}; verify_offload_above {offload_above}.",
             workers_setting(None),

@@ -7,9 +7,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::broker::decision::DenyReason;
 use crate::formats::envelope;
@@ -38,12 +37,6 @@ pub struct Verified {
     pub job: VerifyJob,
     pub signature: Result<(), DenyReason>,
 }
-
-/// After its last job a worker keeps looking for the next batch this long
-/// before it sleeps: under load the next batch comes within a loop pass, and a
-/// worker woken per batch would cost the broker thread a system call and the
-/// worker a context switch each time (measured: +13 µs a message on 2 vCPUs).
-const LOOK_BEFORE_SLEEPING: Duration = Duration::from_micros(200);
 
 pub struct VerifierPool {
     jobs: Option<Sender<Vec<VerifyJob>>>,
@@ -92,7 +85,10 @@ impl VerifierPool {
 }
 
 fn work(inbox: Receiver<Vec<VerifyJob>>, outbox: Sender<Verified>) {
-    while let Some(batch) = next_batch(&inbox) {
+    // One wake-up per batch (a loop pass's publishes). Spinning for the next
+    // batch instead was measured to cost more than it saved: 200 µs of looking
+    // a message at 4,000 msg/s, on cores the broker needs.
+    for batch in inbox.iter() {
         for job in batch {
             // A panic in a check must not lose the job (its ticket would block the
             // release of every later one): it comes back refused.
@@ -100,20 +96,6 @@ fn work(inbox: Receiver<Vec<VerifyJob>>, outbox: Sender<Verified>) {
             if outbox.send(Verified { job, signature }).is_err() {
                 return;
             }
-        }
-    }
-}
-
-/// The next batch: looked for a little ([`LOOK_BEFORE_SLEEPING`]), then waited
-/// for. None once the queue is closed and empty.
-fn next_batch(inbox: &Receiver<Vec<VerifyJob>>) -> Option<Vec<VerifyJob>> {
-    let started = Instant::now();
-    loop {
-        match inbox.try_recv() {
-            Ok(batch) => return Some(batch),
-            Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) if started.elapsed() < LOOK_BEFORE_SLEEPING => std::thread::yield_now(),
-            Err(TryRecvError::Empty) => return inbox.recv().ok(),
         }
     }
 }
