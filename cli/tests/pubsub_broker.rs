@@ -173,16 +173,6 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// alice publishes in group `sensors` (sensors/#), bob reads it, eve is in no group.
-fn sensor_fleet() -> Fleet {
-    let fleet = Fleet::new();
-    fleet.add_device("alice").add_device("bob").add_device("eve");
-    fleet.add_group("sensors", &["sensors/#"], 3600);
-    fleet.add_member("sensors", "alice", "pub").add_member("sensors", "bob", "sub");
-    fleet.join("alice").join("bob").join("eve");
-    fleet
-}
-
 /// mqseal loaded, devices log in with their key.
 fn key_auth_broker(fleet: &Fleet, unprotected: &str) -> Broker {
     Broker::start(fleet.broker_config(unprotected).option("auth", "key"))
@@ -190,7 +180,7 @@ fn key_auth_broker(fleet: &Fleet, unprotected: &str) -> Broker {
 
 #[test]
 fn a_member_publishes_and_a_member_subscriber_opens_it() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let broker = key_auth_broker(&fleet, "allow");
     let mut sub = Sub::start(&fleet, &broker, "bob", &["-t", "sensors/#", "--json", "-C", "3", "-q", "1"]).subscribed();
     publish_ok(
@@ -227,7 +217,7 @@ fn a_member_publishes_and_a_member_subscriber_opens_it() {
 
 #[test]
 fn raw_and_verbose_output_keep_the_payload_bytes() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let broker = key_auth_broker(&fleet, "allow");
     let mut raw = Sub::start(&fleet, &broker, "bob", &["-t", "sensors/#", "-C", "2"]).subscribed();
     publish_ok(&fleet, &broker, "alice", &["-t", "sensors/x", "-m", "hello world"]);
@@ -264,7 +254,7 @@ fn raw_and_verbose_output_keep_the_payload_bytes() {
 
 #[test]
 fn unprotected_messages_are_marked_in_json() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let broker = key_auth_broker(&fleet, "allow");
     let mut sub = Sub::start(&fleet, &broker, "bob", &["-t", "#", "--json", "-C", "1"]).subscribed();
     publish_ok(&fleet, &broker, "eve", &["-t", "plain/e", "-m", "open text", "--plain", "-q", "1"]);
@@ -275,7 +265,7 @@ fn unprotected_messages_are_marked_in_json() {
 
 #[test]
 fn a_non_members_subscription_is_refused() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let broker = key_auth_broker(&fleet, "allow");
     // Every filter refused: exit 2.
     let mut sub = Sub::start(&fleet, &broker, "eve", &["-t", "sensors/#"]);
@@ -300,7 +290,7 @@ fn a_non_members_subscription_is_refused() {
 
 #[test]
 fn pub_refuses_what_it_must_not_send_before_connecting() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     // No broker at all: every refusal below happens before any connection.
     let port = test_harness::broker::free_port().to_string();
     let alice = dir(&fleet, "alice");
@@ -351,7 +341,7 @@ fn pub_refuses_what_it_must_not_send_before_connecting() {
 
 #[test]
 fn login_with_the_device_key_works_and_a_wrong_key_is_refused() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let broker = key_auth_broker(&fleet, "allow");
     publish_ok(&fleet, &broker, "alice", &["-t", "sensors/k", "-m", "ok", "-q", "1"]);
 
@@ -386,7 +376,7 @@ fn login_with_the_device_key_works_and_a_wrong_key_is_refused() {
 #[test]
 fn a_fixed_password_and_username_reach_a_broker_that_authenticates_otherwise() {
     // Plain Mosquitto with a password file: --username/--password are sent as given.
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let passwd = tempfile::tempdir().unwrap();
     let file = passwd.path().join("passwd");
     let status = Command::new("mosquitto_passwd").args(["-c", "-b", file.to_str().unwrap(), "bob", "s3cret"]).status();
@@ -413,7 +403,7 @@ fn a_fixed_password_and_username_reach_a_broker_that_authenticates_otherwise() {
 
 #[test]
 fn mqtt5_makes_a_refused_publish_visible_and_3_1_1_cannot_see_it() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     // unprotected deny: the broker refuses alice's plaintext on plain/x.
     let broker = key_auth_broker(&fleet, "deny");
     let out = publish(&fleet, &broker, "alice", &["-t", "plain/x", "-m", "m", "--plain", "-q", "1", "--mqtt5"]);
@@ -433,7 +423,7 @@ fn mqtt5_makes_a_refused_publish_visible_and_3_1_1_cannot_see_it() {
 
 #[test]
 fn count_and_wait_stop_sub_as_documented() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let broker = key_auth_broker(&fleet, "allow");
     // -W with nothing arriving: exit 27 after about that long.
     let started = Instant::now();
@@ -459,7 +449,7 @@ fn count_and_wait_stop_sub_as_documented() {
 
 #[test]
 fn a_retained_message_opens_once_and_its_replay_is_rejected() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let broker = key_auth_broker(&fleet, "allow");
     publish_ok(&fleet, &broker, "alice", &["-t", "sensors/state", "-m", "on", "-q", "1", "-r"]);
     let mut first = Sub::start(&fleet, &broker, "bob", &["-t", "sensors/state", "-C", "1"]).subscribed();
@@ -475,7 +465,7 @@ fn a_retained_message_opens_once_and_its_replay_is_rejected() {
 
 #[test]
 fn sub_reconnects_with_a_fresh_token_after_being_disconnected() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let broker = key_auth_broker(&fleet, "allow");
     let mut sub = Sub::start(&fleet, &broker, "bob", &["-t", "sensors/#", "-C", "1", "-i", "bob-main", "--reconnect"])
         .subscribed();
@@ -507,7 +497,7 @@ fn sub_reconnects_with_a_fresh_token_after_being_disconnected() {
 /// own checks are what stands between bob and forged or replayed envelopes.
 #[test]
 fn sub_rejects_forged_tampered_and_replayed_envelopes_and_keeps_going() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let broker = Broker::start(BrokerConfig::plain());
     let port = broker.port();
     let mut sub = Sub::start(&fleet, &broker, "bob", &["-t", "sensors/#", "--json", "-C", "2"]).subscribed();
@@ -563,7 +553,7 @@ fn sub_rejects_forged_tampered_and_replayed_envelopes_and_keeps_going() {
 
 #[test]
 fn rejections_go_to_stderr_without_json() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let broker = Broker::start(BrokerConfig::plain());
     let mut sub = Sub::start(&fleet, &broker, "bob", &["-t", "sensors/#", "-C", "1"]).subscribed();
     let out = mosquitto_pub(broker.port(), &["-t", "sensors/z", "-q", "1", "-m", "not sealed"]);

@@ -38,6 +38,17 @@ pub fn mqseal_ok(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
 }
 
 impl Fleet {
+    /// The fleet most broker tests use: group `sensors` owns `sensors/#`; alice
+    /// publishes there, bob reads, eve is a registered device in no group.
+    pub fn sensors() -> Fleet {
+        let fleet = Fleet::new();
+        fleet.add_device("alice").add_device("bob").add_device("eve");
+        fleet.add_group("sensors", &["sensors/#"], 3600);
+        fleet.add_member("sensors", "alice", "pub").add_member("sensors", "bob", "sub");
+        fleet.join("alice").join("bob").join("eve");
+        fleet
+    }
+
     /// A new realm with no devices or groups, and a broker key.
     pub fn new() -> Fleet {
         let dir = tempfile::Builder::new().prefix("mqseal-fleet-").tempdir().expect("temp dir");

@@ -20,16 +20,6 @@ use test_harness::{artifacts, Broker, Fleet};
 
 const TOPIC: &str = "sensors/temp";
 
-/// alice publishes in group `sensors` (sensors/#), bob reads it, eve is in no group.
-fn sensor_fleet() -> Fleet {
-    let fleet = Fleet::new();
-    fleet.add_device("alice").add_device("bob").add_device("eve");
-    fleet.add_group("sensors", &["sensors/#"], 3600);
-    fleet.add_member("sensors", "alice", "pub").add_member("sensors", "bob", "sub");
-    fleet.join("alice").join("bob").join("eve");
-    fleet
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -65,7 +55,7 @@ fn checkpoint_size(path: &Path) -> u64 {
 
 #[test]
 fn a_log_written_under_traffic_verifies_and_records_every_decision_without_plaintext() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let mut broker = Broker::start(fleet.broker_config("allow"));
 
     const SEALED: usize = 5;
@@ -160,7 +150,7 @@ fn count_in_log(broker: &Broker, kind: &str) -> usize {
 
 #[test]
 fn sigkill_mid_traffic_then_restart_leaves_a_log_that_verifies() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let config = fleet
         .broker_config("allow")
         .option("checkpoint_every", "7")
@@ -197,7 +187,7 @@ fn sigkill_mid_traffic_then_restart_leaves_a_log_that_verifies() {
 
 #[test]
 fn audit_tail_follow_shows_a_new_publish_within_a_second() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let broker = Broker::start(fleet.broker_config("allow"));
     // One record to show first: once it is printed, tail is following.
     publish_raw(&broker, TOPIC, "alice", "alice-first", &fleet.seal("alice", TOPIC, b"first"));
@@ -245,7 +235,7 @@ fn audit_tail_follow_shows_a_new_publish_within_a_second() {
 
 #[test]
 fn truncation_is_caught_against_a_checkpoint_kept_elsewhere() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let config = fleet.broker_config("allow").option("checkpoint_every", "5").option("checkpoint_interval_secs", "1");
     let mut broker = Broker::start(config);
     let checkpoint = broker.path("audit.jsonl.checkpoint");
@@ -299,7 +289,7 @@ fn truncation_is_caught_against_a_checkpoint_kept_elsewhere() {
 
 #[test]
 fn a_torn_last_line_left_by_sigkill_is_cut_and_recorded_at_restart() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     let mut broker = Broker::start(fleet.broker_config("allow").option("checkpoint_every", "7"));
     let mut publisher = mqseal_pub(&fleet, broker.port(), "alice", 5000, 2).spawn().expect("run mqseal pub");
     let flowing = wait_until(Duration::from_secs(15), || count_in_log(&broker, "publish.accepted") >= 10);
@@ -344,7 +334,7 @@ fn broker_threads(broker: &Broker) -> usize {
 
 #[test]
 fn an_idle_broker_stays_single_threaded_and_a_crash_while_the_writer_is_parked_loses_nothing() {
-    let fleet = sensor_fleet();
+    let fleet = Fleet::sensors();
     // No checkpoint falls due during the test: the records stay unsealed while parked.
     let config = fleet.broker_config("allow").option("checkpoint_every", "1000").option("checkpoint_interval_secs", "3600");
     let mut broker = Broker::start(config);

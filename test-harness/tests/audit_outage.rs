@@ -133,16 +133,6 @@ fn the_writer_holds_records_through_a_full_disk_and_records_the_outage() {
 const TOPIC: &str = "sensors/temp";
 const WAIT: Duration = Duration::from_secs(15);
 
-/// alice publishes in group `sensors`, bob reads it, eve is a device in no group.
-fn sensor_fleet() -> test_harness::Fleet {
-    let fleet = test_harness::Fleet::new();
-    fleet.add_device("alice").add_device("bob").add_device("eve");
-    fleet.add_group("sensors", &["sensors/#"], 3600);
-    fleet.add_member("sensors", "alice", "pub").add_member("sensors", "bob", "sub");
-    fleet.join("alice").join("bob").join("eve");
-    fleet
-}
-
 /// `mqseal policy push` of the realm's current policy, as the authority.
 fn push_policy(fleet: &test_harness::Fleet, broker: &test_harness::Broker) -> std::process::Output {
     let realm = fleet.realm();
@@ -158,7 +148,7 @@ fn hex_sha256(bytes: &[u8]) -> String {
 fn a_full_disk_under_the_broker_loses_no_record_and_kicks_only_the_flooder() {
     use test_harness::clients::{MosquittoSub, OwnClient};
     let Some(disk) = small_disk(1024 * 1024) else { return };
-    let fleet = sensor_fleet();
+    let fleet = test_harness::Fleet::sensors();
     let log_path = disk.path().join("audit.jsonl");
     let config = fleet
         .broker_config("allow")
@@ -286,7 +276,7 @@ fn logs_in(fleet: &test_harness::Fleet, broker: &test_harness::Broker, device: &
 #[test]
 fn logins_are_refused_while_the_log_cannot_record_them_and_accepted_after() {
     let Some(disk) = small_disk(1024 * 1024) else { return };
-    let fleet = sensor_fleet();
+    let fleet = test_harness::Fleet::sensors();
     let log_path = disk.path().join("audit.jsonl");
     let config = fleet
         .broker_config("allow")

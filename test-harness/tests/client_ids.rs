@@ -19,16 +19,6 @@ use test_harness::{Broker, BrokerConfig, Fleet};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// alice publishes on `sensors/#`, bob reads; eve is a registered device with no role.
-fn fleet() -> Fleet {
-    let fleet = Fleet::new();
-    fleet.add_device("alice").add_device("bob").add_device("eve");
-    fleet.add_group("sensors", &["sensors/#"], 3600);
-    fleet.add_member("sensors", "alice", "pub").add_member("sensors", "bob", "sub");
-    fleet.join("alice").join("bob").join("eve");
-    fleet
-}
-
 fn key_broker(fleet: &Fleet) -> Broker {
     Broker::start(fleet.broker_config("allow").option("auth", "key"))
 }
@@ -82,7 +72,7 @@ fn assert_no_takeover(broker: &Broker) {
 
 #[test]
 fn a_device_cannot_take_over_the_live_connection_of_another_device() {
-    let fleet = fleet();
+    let fleet = Fleet::sensors();
     let broker = key_broker(&fleet);
     let mut bob = OwnClient::connect(broker.port(), "bob-sub", Some(("bob", &token(&fleet, "bob", "bob-sub")))).expect("bob logs in");
     assert!(bob.subscribe("plain/#", 1).expect("suback"), "bob's subscription");
@@ -138,7 +128,7 @@ fn run_sub(broker: &Broker, args: &[&str]) -> Output {
 }
 
 fn queued_messages_survive_an_attack(version_args: &[&str], attack_version: &str) {
-    let fleet = fleet();
+    let fleet = Fleet::sensors();
     let broker = key_broker(&fleet);
     bob_leaves_a_persistent_session(&fleet, &broker, "bob-keep", version_args);
     alice_publishes(&fleet, &broker, "plain/queued", "one");
@@ -164,7 +154,7 @@ fn an_offline_persistent_session_keeps_its_queued_messages_mqtt_5() {
 
 #[test]
 fn the_authority_cannot_take_a_device_client_id_but_keeps_its_own() {
-    let fleet = fleet();
+    let fleet = Fleet::sensors();
     let broker = key_broker(&fleet);
     let mut bob = OwnClient::connect(broker.port(), "bob-sub", Some(("bob", &token(&fleet, "bob", "bob-sub")))).expect("bob logs in");
     assert!(bob.subscribe("plain/#", 1).expect("suback"));
@@ -202,7 +192,7 @@ fn password_file(users: &[&str]) -> Vec<u8> {
 #[test]
 fn with_auth_defer_the_username_decides_whose_client_ids_a_login_may_use() {
     // A password file authenticates; mqseal maps the username to the device.
-    let fleet = fleet();
+    let fleet = Fleet::sensors();
     let mut config: BrokerConfig = fleet
         .broker_config("allow")
         .option("auth", "defer")

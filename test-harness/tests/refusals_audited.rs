@@ -12,16 +12,6 @@ use test_harness::{Broker, Fleet};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// alice publishes on `sensors/#`, bob reads, eve has no role.
-fn fleet() -> Fleet {
-    let fleet = Fleet::new();
-    fleet.add_device("alice").add_device("bob").add_device("eve");
-    fleet.add_group("sensors", &["sensors/#"], 3600);
-    fleet.add_member("sensors", "alice", "pub").add_member("sensors", "bob", "sub");
-    fleet.join("alice").join("bob").join("eve");
-    fleet
-}
-
 /// Waits until the records of `kind` of `client` satisfy `done`; returns them.
 fn wait_records(broker: &Broker, kind: &str, client: &str, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + WAIT;
@@ -37,7 +27,7 @@ fn wait_records(broker: &Broker, kind: &str, client: &str, done: impl Fn(&[serde
 
 #[test]
 fn a_publish_refused_on_an_unprotected_topic_is_audited() {
-    let fleet = fleet();
+    let fleet = Fleet::sensors();
     let broker = Broker::start(fleet.broker_config("deny"));
     let out = mosquitto_pub(broker.port(), &["-V", "mqttv5", "-d", "-i", "lamp-1", "-t", "open/lamp", "-m", "on", "-q", "1"]);
     assert!(output_text(&out).contains("RC:135)"), "{}", output_text(&out));
@@ -48,7 +38,7 @@ fn a_publish_refused_on_an_unprotected_topic_is_audited() {
 
 #[test]
 fn deliveries_withheld_are_recorded_once_then_counted() {
-    let fleet = fleet();
+    let fleet = Fleet::sensors();
     let broker = Broker::start(fleet.broker_config("allow"));
     // eve, no member, may subscribe to '#' (it also reaches unprotected topics),
     // but every protected message is withheld from her.
@@ -76,7 +66,7 @@ fn deliveries_withheld_are_recorded_once_then_counted() {
 
 #[test]
 fn a_flood_of_refused_subscriptions_gets_the_client_disconnected() {
-    let fleet = fleet();
+    let fleet = Fleet::sensors();
     let broker = Broker::start(fleet.broker_config("allow").option("flood_limit", "5"));
     let mut eve = OwnClient::connect(broker.port(), "eve-flood", Some(("eve", "x"))).expect("eve connects");
     for _ in 0..6 {
@@ -95,7 +85,7 @@ fn a_bridged_message_on_a_control_topic_is_refused_and_audited() {
     // Messages that arrive over a bridge skip Mosquitto's ACL checks: mqseal judges
     // them in the MESSAGE event, and a refusal there is recorded too.
     let remote = Broker::start(test_harness::BrokerConfig::plain());
-    let fleet = fleet();
+    let fleet = Fleet::sensors();
     let mut config = fleet.broker_config("allow");
     config.trailing_lines.extend([
         "connection from-remote".to_string(),
