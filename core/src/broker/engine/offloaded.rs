@@ -52,7 +52,7 @@ impl Engine {
             self.settle(Wait::Through(oldest));
         }
         self.offload.submit(VerifyJob {
-            ticket: self.offload.next_ticket(),
+            ticket: 0, // set by submit
             policy: self.policy.clone(),
             sender,
             sender_id: sender_id.into(),

@@ -113,8 +113,7 @@ impl Offload {
     /// Whether this eligible publish (QoS 0, no properties to carry) from
     /// `sender` goes to a worker: always while the sender has jobs in flight
     /// (its order must hold), otherwise when the rate of eligible publishes
-    /// calls for it.
-    /// `Err` (once) when the threads could not be started: the caller logs it,
+    /// calls for it. `Err` (once) when the threads could not be started: the caller logs it,
     /// and from then on every publish is verified at once.
     pub fn wants(&mut self, sender: &str, now: Instant) -> Result<bool, String> {
         if self.workers == 0 || self.unavailable {
@@ -138,6 +137,9 @@ impl Offload {
 
     /// The newest ticket of `sender` still in flight.
     pub fn in_flight_for(&self, sender: &str) -> Option<u64> {
+        if self.in_flight() == 0 {
+            return None; // the common case: no lookup
+        }
         self.senders.get(sender).map(|&(_, newest)| newest)
     }
 
@@ -155,17 +157,11 @@ impl Offload {
         (self.in_flight() > 0).then_some(self.next_release)
     }
 
-    pub fn next_ticket(&self) -> u64 {
-        self.next_ticket
-    }
-
-    /// Takes `job` (made with [`Self::next_ticket`]) for the workers: it goes
-    /// with the next batch.
-    pub fn submit(&mut self, job: VerifyJob) {
-        debug_assert_eq!(job.ticket, self.next_ticket);
-        if self.pool.is_none() {
-            return;
-        }
+    /// Takes `job` for the workers, with the next ticket: it goes with the next
+    /// batch. Only after [`Self::wants`] said yes, which started the threads
+    /// (they are stopped only with nothing in flight).
+    pub fn submit(&mut self, mut job: VerifyJob) {
+        job.ticket = self.next_ticket;
         self.next_ticket += 1;
         self.bytes_in_flight += job.payload.len();
         let entry = self.senders.entry(job.sender_id.clone()).or_insert((0, job.ticket));

@@ -16,7 +16,7 @@ use crate::formats::policy::compiled::{CompiledPolicy, DeviceIdx};
 
 /// One publish waiting for its signature check.
 pub struct VerifyJob {
-    /// Admission order: results are released in this order.
+    /// Admission order, set by `Offload::submit`: results are released in this order.
     pub ticket: u64,
     /// The policy the publish was admitted under; `sender` indexes it.
     pub policy: Arc<CompiledPolicy>,
