@@ -185,13 +185,14 @@ fn forgeries_on_the_worker_path_are_refused_audited_and_end_in_a_flood_kick() {
         let _ = alice.publish("sensors/t", 0, false, &forged);
     }
     alice.wait_disconnected(WAIT).expect("alice is disconnected for flooding");
+    assert!(bob.recv(Duration::from_millis(500)).is_none(), "no forgery delivered");
+    // Stopping flushes the audit log.
+    assert_eq!(verified_on_workers(&mut broker), 1);
     let denied = audit_records(&broker, "publish.denied");
     assert_eq!(denied.len(), 6, "{denied:?}");
     assert!(denied.iter().all(|r| fact(r, "reason") == "bad-signature"), "the synchronous path's reason: {denied:?}");
-    assert!(bob.recv(Duration::from_millis(500)).is_none(), "no forgery delivered");
     let kicked = audit_records(&broker, "client.kicked");
     assert!(kicked.iter().any(|r| fact(r, "client") == "alice-pub" && fact(r, "reason") == "flood"), "{kicked:?}");
-    assert_eq!(verified_on_workers(&mut broker), 1);
     assert_log_verifies(&fleet, &broker);
 }
 
@@ -210,10 +211,11 @@ fn an_envelope_replayed_back_to_back_is_delivered_once() {
     let got = receive(&mut bob, 3, Duration::from_secs(2));
     let order: Vec<Option<usize>> = got.iter().map(|m| envelopes.iter().position(|e| *e == m.payload)).collect();
     assert_eq!(order, vec![Some(0), Some(1)], "the replays were dropped");
+    // Stopping flushes the audit log.
+    assert_eq!(verified_on_workers(&mut broker), 2);
     let denied = audit_records(&broker, "publish.denied");
     assert_eq!(denied.len(), 2);
     assert!(denied.iter().all(|r| fact(r, "reason") == "replay"), "{denied:?}");
-    assert_eq!(verified_on_workers(&mut broker), 2);
 }
 
 #[test]
@@ -233,9 +235,10 @@ fn the_copies_pass_each_subscribers_delivery_check() {
     mosquitto_pub(broker.port(), &["-u", "alice", "-i", "alice-plain", "-t", "lobby/hello", "-m", "hi"]);
     let next = eve.recv(WAIT).expect("eve gets the unprotected sentinel");
     assert_eq!(next.topic, "lobby/hello", "eve received a protected copy: {next:?}");
+    // Stopping flushes the audit log.
+    assert_eq!(verified_on_workers(&mut broker), 20);
     let withheld = audit_records(&broker, "delivery.withheld");
     assert!(withheld.iter().any(|r| fact(r, "client") == "eve-all" && fact(r, "reason") == "not-a-reader"), "{withheld:?}");
-    assert_eq!(verified_on_workers(&mut broker), 20);
 }
 
 #[test]
@@ -294,8 +297,8 @@ fn difference_none_for_qos1_publishes_they_keep_their_synchronous_answer() {
     let qos1: Vec<usize> = got.iter().filter(|m| m.qos == 1).map(index).collect();
     assert_eq!(qos0, (0..60).collect::<Vec<_>>(), "the QoS 0 ones, each once, in the order sent (MQTT orders per topic and QoS)");
     assert_eq!(qos1, vec![60], "and the QoS 1 one");
-    assert!(audit_records(&broker, "publish.denied").is_empty());
     assert_eq!(verified_on_workers(&mut broker), 60);
+    assert!(audit_records(&broker, "publish.denied").is_empty());
 }
 
 #[test]
@@ -375,4 +378,43 @@ fn max_queued_messages_as_a_number_keeps_the_worker_path_on_2_0_too() {
     }
     assert_eq!(receive(&mut bob, 5, WAIT).len(), 5);
     assert_eq!(verified_on_workers(&mut broker), 5);
+}
+
+#[test]
+fn after_a_sighup_that_revokes_the_publisher_its_publishes_are_refused_with_the_worker_path_on() {
+    let fleet = sensor_fleet();
+    let mut broker = Broker::start(offloading(&fleet, "1"));
+    let mut bob = subscriber(&broker, "bob", "bob-sub", "sensors/#");
+    let mut alice = connect(&broker, "alice", "alice-pub");
+    let before = seal_many(&fleet, "alice", "sensors/t", 5);
+    for envelope in &before {
+        alice.publish("sensors/t", 0, false, envelope).expect("publish");
+    }
+    assert_eq!(receive(&mut bob, 5, WAIT).len(), 5, "delivered before the reload");
+    // alice keeps her device (and her login) but loses her role.
+    fleet.remove_member("sensors", "alice");
+    fleet.install_policy(broker.dir());
+    broker.sighup();
+    assert!(broker.wait_for_log("loaded on reload", WAIT), "{}", broker.log());
+    let after = seal_many(&fleet, "alice", "sensors/t", 3);
+    // Losing rights closes her connection (a kick by username); then she comes back.
+    alice.wait_disconnected(WAIT).expect("alice is disconnected for losing her role");
+    let mut again = connect(&broker, "alice", "alice-again");
+    for envelope in &after {
+        again.publish("sensors/t", 0, false, envelope).expect("publish");
+    }
+    // Every one refused (QoS 0: the broker tells alice nothing)...
+    let refusals = || broker.log().matches("denied PUBLISH from client 'alice-again' on 'sensors/t': not-a-publisher").count();
+    assert!(test_harness::wait::wait_until(WAIT, || refusals() == 3), "{} refused:\n{}", refusals(), broker.log());
+    // ... and none delivered: carol's publish comes next, and nothing of alice's before it.
+    let sentinel = seal_many(&fleet, "carol", "sensors/c", 1).remove(0);
+    connect(&broker, "carol", "carol-pub").publish("sensors/c", 0, false, &sentinel).expect("publish");
+    let next = bob.recv(WAIT).expect("the sentinel");
+    assert!(next.payload == sentinel, "a publish of the revoked alice was delivered on {}", next.topic);
+    // Stopping flushes the audit log.
+    assert_eq!(verified_on_workers(&mut broker), 6, "alice's 5 and carol's sentinel");
+    let refused: Vec<_> =
+        audit_records(&broker, "publish.denied").into_iter().filter(|r| fact(r, "client") == "alice-again").collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(refused.iter().all(|r| fact(r, "reason") == "not-a-publisher"), "{refused:?}");
 }
