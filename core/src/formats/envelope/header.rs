@@ -130,6 +130,36 @@ fn unknown(layer: Layer, label: Label<'_>) -> EnvelopeError {
     }
 }
 
+/// Opens a protected header's map (the content of its bstr, at `base`) and
+/// returns its reader and entry count. An empty bstr lacks `alg`, which both
+/// layers require.
+fn open_protected_map<'a>(bytes: &'a [u8], base: usize, layer: Layer, not_a_map: &'static str) -> Result<(Reader<'a>, u64), EnvelopeError> {
+    if bytes.is_empty() {
+        return Err(EnvelopeError::MissingHeader { layer, name: "alg (1)" });
+    }
+    let mut r = Reader::new(bytes, base);
+    let at = r.offset();
+    match r.head()? {
+        (cbor::MAP, count) => Ok((r, count)),
+        _ => Err(EnvelopeError::BadHeader { at, what: not_a_map }),
+    }
+}
+
+/// Reads a label used as a value (`alg`, an element of `crit`): an integer
+/// label's value, or None for a text label or an integer outside i64. Either
+/// None is a label we do not know; anything else is `what`.
+fn read_label(r: &mut Reader<'_>, what: &'static str) -> Result<Option<i64>, EnvelopeError> {
+    let at = r.offset();
+    match r.head()? {
+        (m @ (cbor::UINT | cbor::NINT), arg) => Ok(int_value(m, arg)),
+        (cbor::TSTR, len) => {
+            r.text(len, at)?;
+            Ok(None)
+        }
+        _ => Err(EnvelopeError::BadHeader { at, what }),
+    }
+}
+
 fn read_uint(r: &mut Reader<'_>, what: &'static str) -> Result<u64, EnvelopeError> {
     let at = r.offset();
     match r.head()? {
@@ -157,15 +187,7 @@ fn read_id<'a>(r: &mut Reader<'a>, major: u8, what: &'static str) -> Result<&'a 
 /// Returns the header with `aead` left for the caller to fill in.
 pub(crate) fn parse_sign1_protected(bytes: &[u8], base: usize) -> Result<(SignAlg, i64, EnvelopeHeaderParts<'_>), EnvelopeError> {
     let layer = Layer::Sign1;
-    if bytes.is_empty() {
-        return Err(EnvelopeError::MissingHeader { layer, name: "alg (1)" });
-    }
-    let mut r = Reader::new(bytes, base);
-    let at = r.offset();
-    let (major, count) = r.head()?;
-    if major != cbor::MAP {
-        return Err(EnvelopeError::BadHeader { at, what: "protected header is not a map" });
-    }
+    let (mut r, count) = open_protected_map(bytes, base, layer, "protected header is not a map")?;
     let mut keys = MapKeys { previous: None, layer };
     let mut seen = 0u8;
     let slot_of = |l: i64| SIGN1_LABELS.iter().position(|(x, _)| *x == l).map(|p| p as u8);
@@ -180,15 +202,7 @@ pub(crate) fn parse_sign1_protected(bytes: &[u8], base: usize) -> Result<(SignAl
         let at = r.offset();
         match label_value {
             LABEL_ALG => {
-                let (m, arg) = r.head()?;
-                let value = match m {
-                    cbor::UINT | cbor::NINT => int_value(m, arg),
-                    cbor::TSTR => {
-                        r.text(arg, at)?;
-                        None
-                    }
-                    _ => return Err(EnvelopeError::BadHeader { at, what: "alg is not an integer" }),
-                };
+                let value = read_label(&mut r, "alg is not an integer")?;
                 let value = value.ok_or(EnvelopeError::UnsupportedAlg { layer, alg: None })?;
                 let sign = sign_alg_from_cose(value).ok_or(EnvelopeError::UnsupportedAlg { layer, alg: Some(value) })?;
                 alg = Some((sign, value));
@@ -231,16 +245,7 @@ fn parse_crit(r: &mut Reader<'_>) -> Result<(), EnvelopeError> {
     let mut matches_exactly = count == CRITICAL_LABELS.len() as u64;
     for i in 0..count {
         let at = r.offset();
-        let (m, arg) = r.head()?;
-        let label = match m {
-            cbor::UINT | cbor::NINT => int_value(m, arg),
-            cbor::TSTR => {
-                r.text(arg, at)?;
-                None
-            }
-            _ => return Err(EnvelopeError::BadHeader { at, what: "crit element is not a label" }),
-        };
-        match label {
+        match read_label(r, "crit element is not a label")? {
             Some(l) if CRITICAL_LABELS.contains(&l) => {
                 matches_exactly &= CRITICAL_LABELS.get(i as usize) == Some(&l);
             }
@@ -286,15 +291,7 @@ impl<'a> EnvelopeHeaderParts<'a> {
 /// Parses the Encrypt0 protected header: exactly `{1: 3}` or `{1: 24}`.
 pub(crate) fn parse_encrypt0_protected(bytes: &[u8], base: usize) -> Result<AeadAlg, EnvelopeError> {
     let layer = Layer::Encrypt0;
-    if bytes.is_empty() {
-        return Err(EnvelopeError::MissingHeader { layer, name: "alg (1)" });
-    }
-    let mut r = Reader::new(bytes, base);
-    let at = r.offset();
-    let (major, count) = r.head()?;
-    if major != cbor::MAP {
-        return Err(EnvelopeError::BadHeader { at, what: "Encrypt0 protected header is not a map" });
-    }
+    let (mut r, count) = open_protected_map(bytes, base, layer, "Encrypt0 protected header is not a map")?;
     let mut keys = MapKeys { previous: None, layer };
     let mut seen = 0u8;
     let mut aead = None;
@@ -303,16 +300,7 @@ pub(crate) fn parse_encrypt0_protected(bytes: &[u8], base: usize) -> Result<Aead
         if slot.is_none() {
             return Err(unknown(layer, label));
         }
-        let at = r.offset();
-        let (m, arg) = r.head()?;
-        let value = match m {
-            cbor::UINT | cbor::NINT => int_value(m, arg),
-            cbor::TSTR => {
-                r.text(arg, at)?;
-                None
-            }
-            _ => return Err(EnvelopeError::BadHeader { at, what: "alg is not an integer" }),
-        };
+        let value = read_label(&mut r, "alg is not an integer")?;
         let value = value.ok_or(EnvelopeError::UnsupportedAlg { layer, alg: None })?;
         aead = Some(AeadAlg::from_cose(value).ok_or(EnvelopeError::UnsupportedAlg { layer, alg: Some(value) })?);
     }
