@@ -199,3 +199,22 @@ fn crash_between_key_file_and_realm_file_is_tolerated() {
     assert_eq!(k1[&("g1".to_string(), 1)].as_bytes(), k2[&("g1".to_string(), 1)].as_bytes());
     assert_eq!(realm.rotate_group("g1", T0 + 3).unwrap(), 2);
 }
+
+#[test]
+fn a_realm_file_with_a_bad_role_is_refused_with_the_member_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("realm");
+    let (alice, _) = device(tmp.path(), "alice", SignAlg::Ed25519);
+    let mut realm = Realm::init(&dir).unwrap();
+    realm.add_device(alice, None).unwrap();
+    realm.create_group("g1", &["g1/#".into()], 60, T0).unwrap();
+    realm.add_member("g1", "alice", Role::PubSub, T0).unwrap();
+    drop(realm);
+    let realm_json = dir.join("realm.json");
+    let text = std::fs::read_to_string(&realm_json).unwrap();
+    assert!(text.contains("\"alice\": \"pubsub\""), "{text}");
+    std::fs::write(&realm_json, text.replace("\"alice\": \"pubsub\"", "\"alice\": \"owner\"")).unwrap();
+    let err = Realm::open(&dir).map(|_| ()).unwrap_err();
+    assert!(matches!(err, RealmError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("groups.g1.members.alice: bad role \"owner\""), "{err}");
+}

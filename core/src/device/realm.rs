@@ -38,6 +38,7 @@ use crate::formats::bundle::{wrap_group_key, Bundle, BundleError, WrappedKey};
 use crate::formats::identity::{Identity, IdentityError, RESERVED_DEVICE_IDS};
 use crate::formats::ids::validate_id;
 use crate::formats::keys::{read_private_file, write_atomic, GroupKey, KeyError, Overwrite};
+use crate::formats::policy::model::{BadRole, GroupJson};
 use crate::formats::policy::{validate_username, DevicePolicy, GroupPolicy, Policy, PolicyError, Role, MAX_GRACE_SECS};
 use crate::formats::signed_doc::{AuthorityPublicKey, AuthoritySigningKey, SignedDocError};
 use crate::formats::topic::validate_policy_filter;
@@ -155,16 +156,6 @@ struct DeviceJson {
     username: String,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GroupJson {
-    topics: Vec<String>,
-    members: BTreeMap<String, String>,
-    epoch: u64,
-    epoch_started_at: u64,
-    previous_epoch_grace_secs: u64,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GroupKeysJson {
@@ -262,21 +253,10 @@ impl Realm {
         }
         let mut groups = BTreeMap::new();
         for (id, g) in raw.groups {
-            let mut members = BTreeMap::new();
-            for (device, role) in g.members {
-                let role = Role::parse(&role).ok_or_else(|| corrupt(format!("groups.{id}.members.{device}: bad role {role:?}")))?;
-                members.insert(device, role);
-            }
-            groups.insert(
-                id,
-                RealmGroup {
-                    topics: g.topics,
-                    members,
-                    epoch: g.epoch,
-                    epoch_started_at: g.epoch_started_at,
-                    previous_epoch_grace_secs: g.previous_epoch_grace_secs,
-                },
-            );
+            let group = g
+                .into_policy()
+                .map_err(|BadRole(device, role)| corrupt(format!("groups.{id}.members.{device}: bad role {role:?}")))?;
+            groups.insert(id, group);
         }
         let keys = load_group_keys(&dir.join(GROUP_KEYS_FILE), &groups)?;
         let realm = Realm { dir: dir.to_owned(), _lock: lock, authority, serial: raw.serial, devices, groups, keys };
@@ -557,20 +537,7 @@ impl Realm {
                     (id.clone(), DeviceJson { identity, username: d.username.clone() })
                 })
                 .collect(),
-            groups: self
-                .groups
-                .iter()
-                .map(|(id, g)| {
-                    let group = GroupJson {
-                        topics: g.topics.clone(),
-                        members: g.members.iter().map(|(d, r)| (d.clone(), r.as_str().to_string())).collect(),
-                        epoch: g.epoch,
-                        epoch_started_at: g.epoch_started_at,
-                        previous_epoch_grace_secs: g.previous_epoch_grace_secs,
-                    };
-                    (id.clone(), group)
-                })
-                .collect(),
+            groups: self.groups.iter().map(|(id, g)| (id.clone(), GroupJson::from(g))).collect(),
         };
         let mut bytes = serde_json::to_vec_pretty(&raw).map_err(|e| RealmError::Invalid(e.to_string()))?;
         bytes.push(b'\n');

@@ -141,14 +141,51 @@ struct KeyJson {
     public: String,
 }
 
+/// A group as the policy file writes it. The realm file
+/// (`device::realm`) writes its groups in this same shape.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GroupJson {
+pub(crate) struct GroupJson {
     topics: Vec<String>,
     members: BTreeMap<String, String>,
     epoch: u64,
     epoch_started_at: u64,
     previous_epoch_grace_secs: u64,
+}
+
+impl From<&GroupPolicy> for GroupJson {
+    fn from(g: &GroupPolicy) -> Self {
+        GroupJson {
+            topics: g.topics.clone(),
+            members: g.members.iter().map(|(d, r)| (d.clone(), r.as_str().to_string())).collect(),
+            epoch: g.epoch,
+            epoch_started_at: g.epoch_started_at,
+            previous_epoch_grace_secs: g.previous_epoch_grace_secs,
+        }
+    }
+}
+
+/// A member whose role is not one of pub | sub | pubsub: (device, role).
+pub(crate) struct BadRole(pub String, pub String);
+
+impl GroupJson {
+    /// The group as data; each file's reader words the error for its file.
+    pub(crate) fn into_policy(self) -> Result<GroupPolicy, BadRole> {
+        let mut members = BTreeMap::new();
+        for (device, role) in self.members {
+            match Role::parse(&role) {
+                Some(parsed) => members.insert(device, parsed),
+                None => return Err(BadRole(device, role)),
+            };
+        }
+        Ok(GroupPolicy {
+            topics: self.topics,
+            members,
+            epoch: self.epoch,
+            epoch_started_at: self.epoch_started_at,
+            previous_epoch_grace_secs: self.previous_epoch_grace_secs,
+        })
+    }
 }
 
 /// Checks an MQTT username a policy assigns: 1..=256 bytes, no `+`, `#` or
@@ -214,27 +251,14 @@ impl Policy {
         }
         let mut groups = BTreeMap::new();
         for (id, g) in raw.groups {
-            let mut members = BTreeMap::new();
-            for (device, role) in g.members {
-                let role = Role::parse(&role).ok_or_else(|| {
-                    PolicyError::invalid(
-                        origin,
-                        format!("groups.{id}.members.{device}"),
-                        format!("{role:?} is not one of pub | sub | pubsub"),
-                    )
-                })?;
-                members.insert(device, role);
-            }
-            groups.insert(
-                id,
-                GroupPolicy {
-                    topics: g.topics,
-                    members,
-                    epoch: g.epoch,
-                    epoch_started_at: g.epoch_started_at,
-                    previous_epoch_grace_secs: g.previous_epoch_grace_secs,
-                },
-            );
+            let group = g.into_policy().map_err(|BadRole(device, role)| {
+                PolicyError::invalid(
+                    origin,
+                    format!("groups.{id}.members.{device}"),
+                    format!("{role:?} is not one of pub | sub | pubsub"),
+                )
+            })?;
+            groups.insert(id, group);
         }
         Ok(Policy { version: raw.version, issued_at: raw.issued_at, devices, groups })
     }
@@ -265,20 +289,7 @@ impl Policy {
                     (id.clone(), DeviceJson { username: d.username.clone(), sign })
                 })
                 .collect(),
-            groups: self
-                .groups
-                .iter()
-                .map(|(id, g)| {
-                    let group = GroupJson {
-                        topics: g.topics.clone(),
-                        members: g.members.iter().map(|(d, r)| (d.clone(), r.as_str().to_string())).collect(),
-                        epoch: g.epoch,
-                        epoch_started_at: g.epoch_started_at,
-                        previous_epoch_grace_secs: g.previous_epoch_grace_secs,
-                    };
-                    (id.clone(), group)
-                })
-                .collect(),
+            groups: self.groups.iter().map(|(id, g)| (id.clone(), GroupJson::from(g))).collect(),
         }
     }
 
