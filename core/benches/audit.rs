@@ -17,7 +17,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput};
-use mqseal_core::broker::config::{Durability, QueueFullMode};
+use mqseal_core::formats::audit::config::{Durability, QueueFullMode};
 use mqseal_core::formats::audit::hashing::sha256;
 use mqseal_core::formats::audit::{AuditConfig, AuditEvent, AuditLog};
 

@@ -9,7 +9,7 @@ mod audit_support;
 use std::time::Instant;
 
 use audit_support::*;
-use mqseal_core::broker::config::{Durability, QueueFullMode};
+use mqseal_core::formats::audit::config::{Durability, QueueFullMode};
 use mqseal_core::formats::audit::AuditLog;
 
 #[test]

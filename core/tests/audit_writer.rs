@@ -6,7 +6,7 @@ mod audit_support;
 use std::time::{Duration, Instant};
 
 use audit_support::*;
-use mqseal_core::broker::config::{Durability, QueueFullMode};
+use mqseal_core::formats::audit::config::{Durability, QueueFullMode};
 use mqseal_core::formats::audit::checkpoint::parse_checkpoints;
 use mqseal_core::formats::audit::config::default_origin;
 use mqseal_core::formats::audit::{AppendError, AuditConfig, AuditError, AuditEvent, AuditLog};

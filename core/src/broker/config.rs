@@ -9,6 +9,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+// The audit writer's own settings; the options below choose them.
+pub use crate::formats::audit::config::{Durability, QueueFullMode};
+use crate::formats::audit::AuditConfig;
+
 /// The prefix Mosquitto strips from `plugin_opt_NAME` before handing us `NAME`.
 pub const OPTION_PREFIX: &str = "plugin_opt_";
 
@@ -37,24 +41,6 @@ pub enum AuthMode {
     /// callback, a username is only a claim, and client ids cannot be protected.
     /// Envelopes on protected topics are still verified against the device keys.
     None,
-}
-
-/// What the broker thread does when the audit writer's queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueFullMode {
-    /// Deny the event that could not be recorded (fail closed, keep the broker responsive).
-    Deny,
-    /// Wait for the writer (never lose a record, at the cost of stalling the broker).
-    Block,
-}
-
-/// When audit records reach stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// fsync after each batch (group commit).
-    Fsync,
-    /// Leave write-back to the operating system.
-    Os,
 }
 
 /// The plugin's validated configuration.
@@ -164,6 +150,24 @@ pub const KNOWN_OPTIONS: &[(&str, &str)] = &[
     ("verify_workers", "off | auto | 1-64: threads that verify QoS 0 protected publishes off the broker thread (default auto: the CPUs less one)"),
     ("verify_offload_above", "protected QoS 0 publishes per second from which they go to the workers, 0 = always (default 10000)"),
 ];
+
+impl From<&PluginConfig> for AuditConfig {
+    fn from(c: &PluginConfig) -> Self {
+        AuditConfig {
+            path: c.audit_log.clone(),
+            origin: c.audit_origin.clone(),
+            checkpoint_every: c.checkpoint_every,
+            checkpoint_interval: c.checkpoint_interval,
+            durability: c.audit_durability,
+            batch_window: c.audit_batch,
+            queue_capacity: c.audit_queue,
+            queue_full: c.audit_queue_full,
+            rotate_bytes: c.audit_rotate_bytes,
+            start_new_on_broken_chain: c.audit_start_new_on_broken_chain,
+            ..AuditConfig::new(&c.audit_log)
+        }
+    }
+}
 
 impl PluginConfig {
     /// Parses the options exactly as Mosquitto hands them over: names without the

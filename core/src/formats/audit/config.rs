@@ -4,10 +4,28 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::hashing::{sha256, to_hex};
-use crate::broker::config::{Durability, PluginConfig, QueueFullMode};
 
 /// How the audit log is written. [`AuditConfig::new`] gives the same defaults as
-/// the plugin options; `From<&PluginConfig>` maps the options.
+/// the plugin options; the broker's configuration maps its options onto it
+/// (`From<&PluginConfig>` in `broker::config`).
+/// What the broker thread does when the audit writer's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueFullMode {
+    /// Deny the event that could not be recorded (fail closed, keep the broker responsive).
+    Deny,
+    /// Wait for the writer (never lose a record, at the cost of stalling the broker).
+    Block,
+}
+
+/// When audit records reach stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync after each batch (group commit).
+    Fsync,
+    /// Leave write-back to the operating system.
+    Os,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditConfig {
     /// The current log file; rotated files and checkpoints live beside it.
@@ -59,24 +77,6 @@ impl AuditConfig {
     /// `checkpoint_every` unsealed records were reached.
     pub fn max_unsealed(&self) -> u64 {
         self.checkpoint_every.saturating_add(self.batch_max_records as u64)
-    }
-}
-
-impl From<&PluginConfig> for AuditConfig {
-    fn from(c: &PluginConfig) -> Self {
-        AuditConfig {
-            path: c.audit_log.clone(),
-            origin: c.audit_origin.clone(),
-            checkpoint_every: c.checkpoint_every,
-            checkpoint_interval: c.checkpoint_interval,
-            durability: c.audit_durability,
-            batch_window: c.audit_batch,
-            queue_capacity: c.audit_queue,
-            queue_full: c.audit_queue_full,
-            rotate_bytes: c.audit_rotate_bytes,
-            start_new_on_broken_chain: c.audit_start_new_on_broken_chain,
-            ..AuditConfig::new(&c.audit_log)
-        }
     }
 }
 

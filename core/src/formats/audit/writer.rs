@@ -53,7 +53,7 @@ use super::merkle::{leaf_hash, CompactRange};
 use super::open::{open_log, AuditError, OpenReport, OpenedLog};
 use super::record::encode_record;
 use super::timestamp::{format_timestamp, TimestampFormatter, UnixMillis};
-use crate::broker::config::{Durability, QueueFullMode};
+use super::config::{Durability, QueueFullMode};
 
 /// Why an event was not accepted. The caller must treat the event as not
 /// recorded (the plugin denies it); each refusal is counted.
