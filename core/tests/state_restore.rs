@@ -146,8 +146,8 @@ fn start_up_cost_on_a_big_log() {
     let n: u64 = std::env::var("MQSEAL_STATE_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
     let dir = tempfile::tempdir().unwrap();
     let mut c = rotating(dir.path(), 64 * 1024 * 1024);
-    c.durability = mqseal_core::broker::config::Durability::Os;
-    c.queue_full = mqseal_core::broker::config::QueueFullMode::Block;
+    c.durability = mqseal_core::formats::audit::config::Durability::Os;
+    c.queue_full = mqseal_core::formats::audit::config::QueueFullMode::Block;
     c.batch_window = Duration::from_millis(100);
     let (origin, last) = write_publishes(c, 0, n);
     let bytes: u64 = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
