@@ -68,6 +68,9 @@ pub struct BrokerConfig {
     /// `log_type all` (tests read debug lines); false: Mosquitto's default log types
     /// (error, warning, notice, information), as a production broker runs, for benchmarks.
     pub debug_log: bool,
+    /// Run the broker under valgrind's memcheck (report in `memcheck.log`):
+    /// for tests of what the broker itself does with memory.
+    pub memcheck: bool,
 }
 
 impl Default for BrokerConfig {
@@ -81,6 +84,7 @@ impl Default for BrokerConfig {
             allow_anonymous: true,
             files: Vec::new(),
             debug_log: true,
+            memcheck: false,
         }
     }
 }
@@ -115,6 +119,12 @@ impl BrokerConfig {
         self
     }
 
+    /// Runs the broker under valgrind's memcheck ([`Broker::memcheck_errors`]).
+    pub fn under_memcheck(mut self) -> Self {
+        self.memcheck = true;
+        self
+    }
+
     pub fn file(mut self, name: &str, contents: impl Into<Vec<u8>>) -> Self {
         self.files.push((name.to_string(), contents.into()));
         self
@@ -143,6 +153,7 @@ pub struct Broker {
     child: Option<Child>,
     config_path: PathBuf,
     log_path: PathBuf,
+    memcheck: bool,
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
@@ -187,6 +198,7 @@ impl Broker {
                 dir,
                 port,
                 child: None,
+                memcheck: config.memcheck,
             };
             broker.write_config(&config);
             match broker.spawn_and_wait() {
@@ -245,7 +257,14 @@ impl Broker {
     fn spawn_and_wait(&mut self) -> Result<(), StartFailure> {
         let log = File::create(&self.log_path).expect("create log");
         let mosquitto = mosquitto_binary();
-        let child = Command::new(&mosquitto)
+        let mut command = if self.memcheck {
+            let mut valgrind = Command::new("valgrind");
+            valgrind.arg("--tool=memcheck").arg(format!("--log-file={}", self.memcheck_log().display())).arg(&mosquitto);
+            valgrind
+        } else {
+            Command::new(&mosquitto)
+        };
+        let child = command
             .arg("-c")
             .arg(&self.config_path)
             .current_dir(self.dir.path())
@@ -295,6 +314,24 @@ impl Broker {
 
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    fn memcheck_log(&self) -> PathBuf {
+        self.dir.path().join("memcheck.log")
+    }
+
+    /// For a broker started [`BrokerConfig::under_memcheck`] and stopped: the
+    /// number of errors memcheck found (its `ERROR SUMMARY`) and its report.
+    pub fn memcheck_errors(&self) -> (u64, String) {
+        assert!(self.memcheck && self.child.is_none(), "memcheck_errors: a broker run under memcheck, after stop()");
+        let report = std::fs::read_to_string(self.memcheck_log()).unwrap_or_default();
+        let errors = report
+            .lines()
+            .find_map(|l| l.split("ERROR SUMMARY: ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no ERROR SUMMARY in the memcheck report:\n{report}"));
+        (errors, report)
     }
 
     /// Everything the broker has logged so far.
