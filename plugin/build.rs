@@ -29,7 +29,7 @@ fn main() {
         .header(wrapper.to_string_lossy())
         .clang_arg(format!("-I{}", include_dir.display()))
         // What the plugin uses: broker functions, event structs, constants.
-        .allowlist_function("mosquitto_(callback_register|callback_unregister|log_printf|client_id|client_username|client_protocol_version|kick_client_by_clientid|kick_client_by_username|broker_publish|malloc|free|plugin_set_info)")
+        .allowlist_function("mosquitto_(callback_register|callback_unregister|log_printf|client_id|client_username|client_protocol_version|client_clean_session|kick_client_by_clientid|kick_client_by_username|broker_publish|malloc|free|plugin_set_info)")
         .allowlist_type("mosquitto_(evt_.*|opt|plugin_id_t)")
         .allowlist_type("mosq_err_t|mosquitto_plugin_event")
         .allowlist_var("MOSQ_(ACL|LOG)_.*")

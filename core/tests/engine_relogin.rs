@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mqseal_core::broker::decision::{Decision, DenyReason};
-use mqseal_core::broker::engine::{ConnectionId, Engine, Kick};
+use mqseal_core::broker::engine::{AfterClose, ConnectionId, Engine, Kick};
 use mqseal_core::formats::login_token::make_token;
 use mqseal_core::formats::policy::Policy;
 
@@ -90,16 +90,127 @@ fn a_bound_login_passes_the_recheck_of_a_reload_and_nothing_else_does() {
 }
 
 #[test]
-fn a_connection_that_ended_is_not_rechecked() {
+fn a_connection_whose_session_ended_is_not_rechecked() {
     let dir = tempfile::tempdir().unwrap();
     let mut engine = start(dir.path());
     let alice = token(1);
     assert_eq!(login(&mut engine, A, &alice), Decision::Allow);
-    // DISCONNECT (or CLIENT_OFFLINE on 2.1); the broker may reuse the handle.
-    engine.connection_closed(A);
-    assert_eq!(engine.bound_logins(), 0);
+    // DISCONNECT of a session that ends with it; the broker may reuse the handle.
+    engine.connection_closed(A, AfterClose::SessionEnded);
+    assert_eq!((engine.bound_logins(), engine.offline_sessions()), (0, 0));
     engine.reload();
     assert_eq!(login(&mut engine, A, &alice), REUSED);
+    engine.shutdown();
+}
+
+/// Policy 1 with a different username for device `i`.
+fn renamed(i: usize) -> Policy {
+    let mut next = policy(2);
+    next.devices.get_mut(&fleet::device_id(i)).unwrap().username = "renamed".into();
+    next
+}
+
+#[test]
+fn an_offline_session_is_never_refused_by_a_recheck_and_its_token_still_opens_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = start(dir.path());
+    let (alice, bob) = (token(1), token(2));
+    assert_eq!(login(&mut engine, A, &alice), Decision::Allow);
+    assert_eq!(login(&mut engine, B, &bob), Decision::Allow);
+    // CLIENT_OFFLINE (2.1), or 2.0's DISCONNECT of a session that may persist.
+    engine.connection_closed(A, AfterClose::SessionMayPersist);
+    engine.connection_closed(B, AfterClose::SessionMayPersist);
+    assert_eq!((engine.bound_logins(), engine.offline_sessions()), (0, 2));
+
+    // A reload that removes device 2: both offline sessions pass their
+    // re-check (a refusal would not end them, and 2.0 would then hold them
+    // twice on its expiry list), without a record.
+    let mut next = policy(2);
+    next.devices.remove(&fleet::device_id(2));
+    for group in next.groups.values_mut() {
+        group.members.remove(&fleet::device_id(2));
+    }
+    write_signed(dir.path(), &next);
+    engine.reload();
+    assert_eq!(engine.policy().version(), 2);
+    assert_eq!(login(&mut engine, A, &alice), Decision::Allow, "the offline session of a device that keeps its login");
+    assert_eq!(login(&mut engine, B, &bob), Decision::Allow, "the offline session of the removed device");
+    // Inside the window, the token still opens no other connection, and
+    // another password or client id on the offline handle is a new login.
+    assert_eq!(login(&mut engine, ConnectionId(0x3000), &alice), REUSED);
+    let mut other_password = alice.clone();
+    other_password.2.push('x');
+    assert_ne!(login(&mut engine, A, &other_password), Decision::Allow);
+    engine.tick();
+    // Outside the window the offline handle's token is a new login: refused.
+    assert_eq!(login(&mut engine, A, &alice), REUSED);
+    // The device comes back with a fresh token on a new handle; the broker
+    // ends the offline session (a second DISCONNECT of its handle).
+    assert_eq!(login(&mut engine, ConnectionId(0x4000), &token(1)), Decision::Allow);
+    engine.connection_closed(A, AfterClose::SessionEnded);
+    assert_eq!(engine.offline_sessions(), 1, "device 2's session alone is left");
+    engine.shutdown();
+    assert_eq!(kinds(dir.path(), "auth.accepted").len(), 3, "two logins and device 1's return; no re-check recorded");
+}
+
+#[test]
+fn a_second_end_of_a_handle_removes_its_offline_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = start(dir.path());
+    let alice = token(1);
+    assert_eq!(login(&mut engine, A, &alice), Decision::Allow);
+    engine.connection_closed(A, AfterClose::SessionMayPersist);
+    // Its session taken over or ended: 2.0 reports DISCONNECT for the handle again.
+    engine.connection_closed(A, AfterClose::SessionMayPersist);
+    assert_eq!(engine.offline_sessions(), 0);
+    engine.reload();
+    assert_eq!(login(&mut engine, A, &alice), REUSED, "a handle the broker may have reused");
+    engine.shutdown();
+}
+
+#[test]
+fn a_live_connection_refused_by_its_recheck_is_not_refused_again_once_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = start(dir.path());
+    let alice = token(1);
+    assert_eq!(login(&mut engine, A, &alice), Decision::Allow);
+    write_signed(dir.path(), &renamed(1));
+    engine.reload();
+    assert_eq!(login(&mut engine, A, &alice), Decision::Deny(DenyReason::NOT_A_DEVICE), "the live connection's re-check");
+    // The broker disconnects it; its session lives on offline.
+    engine.connection_closed(A, AfterClose::SessionMayPersist);
+    // The next SIGHUP (no tick yet, so it loads at once).
+    write_signed(dir.path(), &{
+        let mut p = renamed(1);
+        p.version = 3;
+        p
+    });
+    engine.reload();
+    assert_eq!(engine.policy().version(), 3);
+    assert_eq!(login(&mut engine, A, &alice), Decision::Allow, "the offline session's re-check");
+    engine.shutdown();
+}
+
+#[test]
+fn with_auth_defer_an_offline_session_gets_no_refusal_and_no_opinion() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut engine = broker::start_engine(dir.path(), &policy(1), &[("auth", "defer")], Box::new(broker::NullHost));
+    // Device 1's own client id, under its username: mqseal has no objection;
+    // the mechanism that authenticates (a password file) decides.
+    let client = format!("{}-c", fleet::device_id(1));
+    let (user, password) = (fleet::username(1), b"a password".as_slice());
+    let defer_login = |engine: &mut Engine, connection| engine.login(connection, &client, Some(&user), Some(password));
+    assert_eq!(defer_login(&mut engine, A), Decision::Defer);
+    assert_eq!(defer_login(&mut engine, B), Decision::Defer);
+    engine.connection_closed(A, AfterClose::SessionMayPersist);
+    // Renamed, device 1 no longer logs in as that username, so the client id
+    // is no longer the login's own: a new login, or a live connection, is refused.
+    write_signed(dir.path(), &renamed(1));
+    engine.reload();
+    assert_eq!(defer_login(&mut engine, B), Decision::Deny(DenyReason::CLIENT_ID_NOT_OWNED), "the live connection");
+    assert_eq!(defer_login(&mut engine, A), Decision::Defer, "the offline session: no refusal, the password check decides");
+    engine.tick();
+    assert_eq!(defer_login(&mut engine, A), Decision::Deny(DenyReason::CLIENT_ID_NOT_OWNED), "outside the window: a new login");
     engine.shutdown();
 }
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use mqseal_core::broker::config::AuthMode;
 use mqseal_core::broker::decision::{Access, Client, Decision, PublishInfo};
-use mqseal_core::broker::engine::{ConnectionId, Engine, Kick};
+use mqseal_core::broker::engine::{AfterClose, ConnectionId, Engine, Kick};
 use mqseal_core::broker::host::LogLevel;
 
 use crate::boundary::guard;
@@ -50,7 +50,7 @@ const AUTH_CALLBACK: (c_int, Callback) = (Event::MOSQ_EVT_BASIC_AUTH as c_int, o
 
 /// Registered only on 2.1 (2.0 answers MOSQ_ERR_NOT_SUPPORTED): the end of a
 /// persistent session's connection, which 2.1 no longer reports as DISCONNECT.
-const OFFLINE_CALLBACK: (c_int, Callback) = (broker_api::EVT_CLIENT_OFFLINE, on_disconnect);
+const OFFLINE_CALLBACK: (c_int, Callback) = (broker_api::EVT_CLIENT_OFFLINE, on_client_offline);
 
 /// DISCONNECT and CLIENT_OFFLINE events seen by every instance in this broker:
 /// a kick that raised it disconnected someone. Process-wide, because a kick
@@ -422,20 +422,60 @@ fn ask_for_next_tick(tick: &mut broker_api::EvtTick, wait: Duration) {
     tick.next_ms = 2000 + wait_ms;
 }
 
-/// DISCONNECT, and on 2.1 CLIENT_OFFLINE (the same struct).
+/// DISCONNECT: on 2.1 the session ended; on 2.0 it may live on offline.
 unsafe extern "C" fn on_disconnect(_event: c_int, event_data: *mut c_void, userdata: *mut c_void) -> c_int {
     guard("disconnect", MOSQ_ERR_SUCCESS, || {
-        // SAFETY: for MOSQ_EVT_DISCONNECT (and 2.1's CLIENT_OFFLINE, whose struct
-        // mosquitto_evt_client_offline has the same layout) the broker passes a
-        // mosquitto_evt_disconnect.
+        // SAFETY: for MOSQ_EVT_DISCONNECT the broker passes a mosquitto_evt_disconnect.
         let (ev, instance) = unsafe { (&*event_data.cast::<sys::mosquitto_evt_disconnect>(), instance(userdata)) };
-        DISCONNECTS_SEEN.fetch_add(1, Ordering::Relaxed);
-        let mut engine = instance.engine.borrow_mut();
-        engine.connection_closed(ConnectionId(ev.client as usize));
-        // SAFETY: the client is still live during its disconnect event.
-        if let Some(client) = unsafe { client(ev.client) } {
-            engine.on_disconnect(client);
-        }
+        let after = match instance.broker.generation {
+            Generation::V2_1 => AfterClose::SessionEnded,
+            // SAFETY: the client is still live during its disconnect event.
+            Generation::V2_0 => unsafe { after_close_on_2_0(ev.client) },
+        };
+        // SAFETY: the client is live during the event.
+        unsafe { connection_ended(instance, ev.client, after) };
         MOSQ_ERR_SUCCESS
     })
+}
+
+/// CLIENT_OFFLINE (2.1): a persistent session's connection ended.
+unsafe extern "C" fn on_client_offline(_event: c_int, event_data: *mut c_void, userdata: *mut c_void) -> c_int {
+    guard("client offline", MOSQ_ERR_SUCCESS, || {
+        // SAFETY: for CLIENT_OFFLINE the broker passes a mosquitto_evt_client_offline,
+        // whose layout is mosquitto_evt_disconnect's.
+        let (ev, instance) = unsafe { (&*event_data.cast::<sys::mosquitto_evt_disconnect>(), instance(userdata)) };
+        // SAFETY: the client is live during the event.
+        unsafe { connection_ended(instance, ev.client, AfterClose::SessionMayPersist) };
+        MOSQ_ERR_SUCCESS
+    })
+}
+
+/// What 2.0's DISCONNECT leaves, which it does not say: an MQTT 3.1/3.1.1
+/// clean session ends with its connection; any other session may persist
+/// (an MQTT 5 session's expiry interval is not readable through the plugin API).
+///
+/// # Safety
+/// `client` is the live client of the current event.
+unsafe fn after_close_on_2_0(client: *mut sys::mosquitto) -> AfterClose {
+    // SAFETY: per the caller.
+    let (protocol, clean) = unsafe { (sys::mosquitto_client_protocol_version(client), sys::mosquitto_client_clean_session(client)) };
+    if protocol < 5 && clean {
+        AfterClose::SessionEnded
+    } else {
+        AfterClose::SessionMayPersist
+    }
+}
+
+/// A connection ended, by either event.
+///
+/// # Safety
+/// `client_ptr` is the live client of the current event.
+unsafe fn connection_ended(instance: &Instance, client_ptr: *mut sys::mosquitto, after: AfterClose) {
+    DISCONNECTS_SEEN.fetch_add(1, Ordering::Relaxed);
+    let mut engine = instance.engine.borrow_mut();
+    engine.connection_closed(ConnectionId(client_ptr as usize), after);
+    // SAFETY: per the caller.
+    if let Some(client) = unsafe { client(client_ptr) } {
+        engine.on_disconnect(client);
+    }
 }

@@ -1,29 +1,43 @@
-//! A login bound to the live connection that made it, so that the broker's
-//! re-authentication on reload (SIGHUP) does not drop every device.
+//! A login bound to the broker handle that made it, so that the broker's
+//! re-authentication on reload (SIGHUP) neither drops every device nor
+//! corrupts the broker's memory.
 //!
 //! On reload, Mosquitto 2.0 and 2.1 run the basic-auth check again for every
 //! client session they hold (`mosquitto_security_apply[_default]`, right after
 //! the RELOAD event, in the same loop pass and before the next TICK), with the
 //! username and password the client connected with and the same `mosquitto *`
-//! handle. A login token is single use, so checked as a new login it is
-//! refused (`login-reused`) and the broker disconnects the client.
+//! handle: live connections and offline persistent sessions alike. A login
+//! token is single use, so checked as a new login it is refused
+//! (`login-reused`) and the broker disconnects the client.
 //!
-//! The rule (docs/POLICY.md, "Login"): a basic-auth check passes as a
-//! *re-check* only when all of these hold, otherwise it is judged as a new
-//! login (where a used token is refused):
-//! - a reload opened the re-check window and no tick has closed it yet;
-//! - this connection handle made an accepted key login on this instance and has
-//!   not disconnected since (the binding is removed at DISCONNECT and
-//!   CLIENT_OFFLINE, so it never outlives the connection);
-//! - client id, username and password are exactly those of that login;
-//! - the username still names a device of the policy in force (or the
-//!   authority) whose key is the one the token was verified with.
+//! The rule (docs/POLICY.md §10): a basic-auth check is a *re-check* only when
+//! a reload opened the re-check window, no tick has closed it yet, and client
+//! id, username and password are exactly those of the last login this plugin
+//! instance did not refuse on that handle. Then:
+//! - a live connection's key login passes while the username still names a
+//!   device of the policy in force (or the authority) whose key is the one the
+//!   token was verified with; otherwise it is judged as a new login;
+//! - an offline session (its connection ended, the broker may keep the
+//!   session) is never refused: a key login passes, a login another mechanism
+//!   authenticates (`auth defer`) gets no opinion. A refusal would not end the
+//!   session (the broker only marks it disconnected again), and Mosquitto 2.0
+//!   then puts it on its session-expiry list a second time, which is a use
+//!   after free once the session expires or is resumed (seen with valgrind on
+//!   2.0.11 and 2.0.21).
 //!
-//! A replayed token on another connection has another handle (or, for a handle
-//! reused after its connection ended, no binding), so it is refused as before.
+//! Anything else is a new login. A replayed token on another connection has
+//! another handle, or, on a handle reused after its session ended, a binding
+//! that was removed or that its first new login replaces.
+//!
+//! The broker says nothing when it frees an offline session (expiry), so such a
+//! binding stays until the handle is used again; only a new connection that
+//! the broker gives that very handle, that presents the ended session's exact
+//! client id, username and (already used) password, and whose CONNECT the
+//! broker handles inside a reload's window, could pass as its re-check.
 
 use std::collections::HashMap;
 
+use crate::broker::decision::Decision;
 use crate::formats::audit::hashing::{sha256, Hash};
 use crate::formats::keys::VerifyingKey;
 
@@ -34,16 +48,38 @@ use super::Engine;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnectionId(pub usize);
 
-/// What an accepted key login was made with.
-pub(super) struct LoginBinding {
-    client_id: Box<str>,
-    username: Box<str>,
-    password_sha256: Hash,
-    /// The key the token verified with at login.
-    key: VerifyingKey,
+/// What the broker keeps when a connection ends, as its event tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterClose {
+    /// The session ended with it (2.1's DISCONNECT; 2.0's DISCONNECT of an
+    /// MQTT 3.1/3.1.1 clean session).
+    SessionEnded,
+    /// The session may live on without a connection (2.1's CLIENT_OFFLINE;
+    /// 2.0's DISCONNECT otherwise, which does not tell).
+    SessionMayPersist,
 }
 
-/// Every live connection's accepted login, and whether a reload's re-check is on.
+/// What a login that mqseal did not refuse was made with.
+pub(super) struct LoginBinding {
+    client_id: Box<str>,
+    username: Option<Box<str>>,
+    password_sha256: Option<Hash>,
+    /// The key the token verified with, for a key login; None for a login
+    /// that another mechanism authenticates (`auth defer`).
+    key: Option<VerifyingKey>,
+    /// Its connection ended and the broker may keep the session.
+    offline: bool,
+}
+
+impl LoginBinding {
+    fn made_with(&self, client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> bool {
+        *self.client_id == *client_id
+            && self.username.as_deref() == username
+            && self.password_sha256 == password.map(sha256)
+    }
+}
+
+/// The login of every handle the broker may re-check, and whether a reload's re-check is on.
 #[derive(Default)]
 pub(super) struct LoginBindings {
     by_connection: HashMap<ConnectionId, LoginBinding>,
@@ -58,61 +94,77 @@ impl LoginBindings {
     pub(super) fn close_recheck_window(&mut self) {
         self.recheck_open = false;
     }
-
-    pub(super) fn len(&self) -> usize {
-        self.by_connection.len()
-    }
 }
 
 impl Engine {
-    /// A basic-auth check from the broker for `connection`: a re-check of a
-    /// bound login during a reload passes (see the module notes); anything else
-    /// is a new login ([`Engine::authenticate`]), bound to `connection` when
-    /// accepted.
-    pub fn login(
-        &mut self,
-        connection: ConnectionId,
-        client_id: &str,
-        username: Option<&str>,
-        password: Option<&[u8]>,
-    ) -> crate::broker::decision::Decision {
-        use crate::broker::decision::Decision;
-        if self.passes_recheck(connection, client_id, username, password) {
-            return Decision::Allow;
+    /// A basic-auth check from the broker for `connection`: a re-check during a
+    /// reload is answered by the rule of the module notes; anything else is a
+    /// new login ([`Engine::authenticate`]), bound to `connection` unless refused.
+    pub fn login(&mut self, connection: ConnectionId, client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> Decision {
+        if let Some(answer) = self.recheck(connection, client_id, username, password) {
+            return answer;
         }
         let decision = self.authenticate(client_id, username, password);
-        // A refusal leaves a binding alone: the broker ends a connection whose
-        // re-check fails, and its DISCONNECT removes the binding.
-        if let (Decision::Allow, Some(username), Some(password)) = (decision, username, password) {
-            if let Some(key) = self.login_key_of(username) {
-                let binding =
-                    LoginBinding { client_id: client_id.into(), username: username.into(), password_sha256: sha256(password), key };
-                self.logins.by_connection.insert(connection, binding);
-            }
+        // A refusal leaves the handle's binding alone: the broker ends a live
+        // connection whose re-check fails, and that connection's session may
+        // live on offline, to be re-checked at the next reload.
+        if matches!(decision, Decision::Allow | Decision::Defer) {
+            let key = match decision {
+                Decision::Allow => username.and_then(|u| self.login_key_of(u)),
+                _ => None,
+            };
+            let binding = LoginBinding {
+                client_id: client_id.into(),
+                username: username.map(Into::into),
+                password_sha256: password.map(sha256),
+                key,
+                offline: false,
+            };
+            self.logins.by_connection.insert(connection, binding);
         }
         decision
     }
 
     /// The connection ended (DISCONNECT, or CLIENT_OFFLINE on 2.1): its login
-    /// can no longer be re-checked.
-    pub fn connection_closed(&mut self, connection: ConnectionId) {
-        self.logins.by_connection.remove(&connection);
-    }
-
-    /// Live connections with a bound login (for tests and stats).
-    pub fn bound_logins(&self) -> usize {
-        self.logins.len()
-    }
-
-    fn passes_recheck(&self, connection: ConnectionId, client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> bool {
-        if !self.logins.recheck_open {
-            return false;
+    /// is no live connection's any more. A session that may persist keeps it
+    /// as an offline session's; the second end of a handle (its offline
+    /// session taken over or ended, or a new connection on a reused handle
+    /// refused) removes it.
+    pub fn connection_closed(&mut self, connection: ConnectionId, after: AfterClose) {
+        match self.logins.by_connection.get_mut(&connection) {
+            Some(binding) if !binding.offline && after == AfterClose::SessionMayPersist => binding.offline = true,
+            Some(_) => {
+                self.logins.by_connection.remove(&connection);
+            }
+            None => {}
         }
-        let (Some(username), Some(password)) = (username, password) else { return false };
-        let Some(bound) = self.logins.by_connection.get(&connection) else { return false };
-        let same_login =
-            *bound.client_id == *client_id && *bound.username == *username && bound.password_sha256 == sha256(password);
-        same_login && self.login_key_of(username).is_some_and(|key| key == bound.key)
+    }
+
+    /// Live connections with a bound key login (for tests and stats).
+    pub fn bound_logins(&self) -> usize {
+        self.logins.by_connection.values().filter(|b| !b.offline && b.key.is_some()).count()
+    }
+
+    /// Offline sessions whose re-check mqseal will not refuse (for tests and stats).
+    pub fn offline_sessions(&self) -> usize {
+        self.logins.by_connection.values().filter(|b| b.offline).count()
+    }
+
+    /// The answer to a re-check (see the module notes), or None: a new login.
+    fn recheck(&self, connection: ConnectionId, client_id: &str, username: Option<&str>, password: Option<&[u8]>) -> Option<Decision> {
+        if !self.logins.recheck_open {
+            return None;
+        }
+        let bound = self.logins.by_connection.get(&connection)?;
+        if !bound.made_with(client_id, username, password) {
+            return None;
+        }
+        match (&bound.key, bound.offline) {
+            (Some(_), true) => Some(Decision::Allow),
+            (None, true) => Some(Decision::Defer),
+            (Some(key), false) => username.and_then(|u| self.login_key_of(u)).is_some_and(|now| now == *key).then_some(Decision::Allow),
+            (None, false) => None,
+        }
     }
 
     /// The key a login token of `username` must be signed with under the policy in force.

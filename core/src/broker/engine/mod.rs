@@ -41,7 +41,7 @@ mod subscribe;
 mod tick;
 mod withheld;
 
-pub use login_binding::ConnectionId;
+pub use login_binding::{AfterClose, ConnectionId};
 
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc};
@@ -197,7 +197,7 @@ pub struct Engine {
     pending_kicks: Vec<Kick>,
     /// For each kick handed out and not yet reported: what to record once it happened.
     kick_notes: HashMap<Kick, KickNote>,
-    /// Accepted key logins by connection, for the broker's re-check on reload.
+    /// The login of each handle the broker may re-check on reload (live or offline).
     logins: login_binding::LoginBindings,
     /// Held for the engine's life: one writer per audit log (`<audit_log>.lock`).
     _audit_lock: std::fs::File,
