@@ -75,10 +75,9 @@ pub struct BenchOptions {
     /// The Python (with paho-mqtt and cryptography) that runs the agent baseline
     /// (d); None: no (d).
     pub agent_python: Option<String>,
-    /// Messages per (d) run, if fewer than `messages`: at QoS 1 the agent (paho)
-    /// stalls or loses messages once it holds more than 65,535 republishes it
-    /// has not sent (its message ids wrap), which a flat-out burst of 100,000
-    /// reaches; None: `messages`.
+    /// Messages per (d) run, if fewer than `messages`: at QoS 1 a flat-out burst
+    /// of 100,000 makes (d) stop delivering after 65,000-69,000 messages (cause
+    /// not found, docs/PERFORMANCE.md); None: `messages`.
     pub agent_messages: Option<usize>,
     /// `plugin_opt_audit_durability` for (c); None = the plugin's default (fsync).
     pub audit_durability: Option<String>,
