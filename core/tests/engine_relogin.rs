@@ -279,3 +279,15 @@ fn the_next_tick_is_asked_for_soon_while_a_background_reload_loads() {
     assert!(engine.next_tick_in() <= Duration::from_millis(10), "{:?}", engine.next_tick_in());
     engine.shutdown();
 }
+
+#[test]
+fn a_session_restored_from_persistence_is_answered_as_an_offline_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = start(dir.path());
+    assert_eq!(key.recheck_restored_session(), Decision::Allow, "auth key: mqseal authenticates, and never refuses it");
+    key.shutdown();
+    let dir = tempfile::tempdir().unwrap();
+    let defer = broker::start_engine(dir.path(), &policy(1), &[("auth", "defer")], Box::new(broker::NullHost));
+    assert_eq!(defer.recheck_restored_session(), Decision::Defer, "auth defer: the mechanism that authenticates decides");
+    defer.shutdown();
+}

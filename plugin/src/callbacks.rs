@@ -327,6 +327,12 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, event_data: *mut c_void, userd
     guard("login", MOSQ_ERR_AUTH, || {
         // SAFETY: for MOSQ_EVT_BASIC_AUTH the broker passes a mosquitto_evt_basic_auth.
         let (ev, instance) = unsafe { (&*event_data.cast::<sys::mosquitto_evt_basic_auth>(), instance(userdata)) };
+        // A session restored from the persistence file that no client has
+        // connected to since: only a reload's re-check asks, and it is never refused.
+        // SAFETY: the client is live during the event.
+        if unsafe { sys::mosquitto_client_protocol_version(ev.client) } == 0 {
+            return auth_code(instance.engine.borrow().recheck_restored_session());
+        }
         // SAFETY: the client and its credentials are live during the event.
         let Ok(Some(client_id)) = (unsafe { cstr::utf8(sys::mosquitto_client_id(ev.client)) }) else { return MOSQ_ERR_AUTH };
         let Ok(username) = (unsafe { cstr::utf8(ev.username) }) else { return MOSQ_ERR_AUTH };
@@ -337,12 +343,16 @@ unsafe extern "C" fn on_basic_auth(_event: c_int, event_data: *mut c_void, userd
             Some(unsafe { std::ffi::CStr::from_ptr(ev.password) }.to_bytes())
         };
         let connection = ConnectionId(ev.client as usize);
-        match instance.engine.borrow_mut().login(connection, client_id, username, password) {
-            Decision::Allow => MOSQ_ERR_SUCCESS,
-            Decision::Deny(_) | Decision::Offloaded => MOSQ_ERR_AUTH,
-            Decision::Defer => MOSQ_ERR_PLUGIN_DEFER,
-        }
+        auth_code(instance.engine.borrow_mut().login(connection, client_id, username, password))
     })
+}
+
+fn auth_code(decision: Decision) -> c_int {
+    match decision {
+        Decision::Allow => MOSQ_ERR_SUCCESS,
+        Decision::Deny(_) | Decision::Offloaded => MOSQ_ERR_AUTH,
+        Decision::Defer => MOSQ_ERR_PLUGIN_DEFER,
+    }
 }
 
 unsafe extern "C" fn on_message(_event: c_int, event_data: *mut c_void, userdata: *mut c_void) -> c_int {

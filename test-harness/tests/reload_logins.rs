@@ -243,3 +243,41 @@ fn offline_sessions_rechecked_on_sighup_expire_and_resume_without_the_broker_tou
     let (errors, report) = broker.memcheck_errors();
     assert_eq!(errors, 0, "memcheck found errors in the broker:\n{report}");
 }
+
+#[test]
+fn sessions_restored_from_persistence_pass_reload_rechecks_without_the_broker_touching_freed_memory() {
+    // After a restart with `persistence true` (Debian's default), the broker
+    // holds the saved sessions without their passwords and re-checks them on
+    // every SIGHUP; refused, 2.0 put them on its expiry list once more each time.
+    let fleet = fleet_of(2);
+    let config = fleet
+        .broker_config("allow")
+        .option("auth", "key")
+        .option("state_dir", "{dir}")
+        .line("persistence true")
+        .line("persistence_location {dir}/")
+        .under_memcheck();
+    let mut broker = Broker::start(config);
+    let id = device(1);
+    leave_an_expiring_session(&broker, &fleet, &id, 600);
+    broker.stop().expect("the broker was running");
+    assert!(broker.path("mosquitto.db").exists(), "no persistence file\n{}", broker.log());
+    broker.restart().unwrap_or_else(|f| panic!("{f}"));
+    let mut alive = connect_all(&fleet, &broker, 1);
+    for n in 1..=2 {
+        sighup_and_wait(&broker, "loaded on reload", n);
+    }
+    let refused = format!("refused login of client '{id}'");
+    assert!(!broker.log().contains(&refused), "the restored session's re-check was refused\n{}", broker.log());
+    // Its device takes the restored session back with a fresh token, and leaves
+    // it to expire: the broker walks its expiry list.
+    leave_an_expiring_session(&broker, &fleet, &id, 2);
+    let expired = format!("Expiring client {id} due to timeout.");
+    assert!(broker.wait_for_log(&expired, Duration::from_secs(30)), "the session never expired\n{}", broker.log());
+    assert_all_deliver(&mut alive, "after the expiry", &broker);
+    drop(alive);
+    let status = broker.stop().expect("the broker was running");
+    assert!(status.success(), "{status:?}\n{}", broker.log());
+    let (errors, report) = broker.memcheck_errors();
+    assert_eq!(errors, 0, "memcheck found errors in the broker:\n{report}");
+}

@@ -25,6 +25,11 @@
 //!   after free once the session expires or is resumed (seen with valgrind on
 //!   2.0.11 and 2.0.21).
 //!
+//! A session the broker restored from its persistence file, which no client has
+//! connected to since the start, has no binding (and no password: Mosquitto
+//! does not save passwords); its re-check is answered as an offline session's
+//! ([`Engine::recheck_restored_session`]).
+//!
 //! Anything else is a new login. A replayed token on another connection has
 //! another handle, or, on a handle reused after its session ended, a binding
 //! that was removed or that its first new login replaces.
@@ -37,6 +42,7 @@
 
 use std::collections::HashMap;
 
+use crate::broker::config::AuthMode;
 use crate::broker::decision::Decision;
 use crate::formats::audit::hashing::{sha256, Hash};
 use crate::formats::keys::VerifyingKey;
@@ -160,10 +166,27 @@ impl Engine {
             return None;
         }
         match (&bound.key, bound.offline) {
-            (Some(_), true) => Some(Decision::Allow),
-            (None, true) => Some(Decision::Defer),
+            (_, true) => Some(self.offline_session_answer()),
             (Some(key), false) => username.and_then(|u| self.login_key_of(u)).is_some_and(|now| now == *key).then_some(Decision::Allow),
             (None, false) => None,
+        }
+    }
+
+    /// The broker's basic-auth check of a session it restored from its
+    /// persistence file and that no client has connected to since. The plugin
+    /// tells those by their protocol version, 0: a CONNECT sets it before any
+    /// check, so only the re-check on reload asks about them. Answered as an
+    /// offline session's, for the same reasons (the module notes).
+    pub fn recheck_restored_session(&self) -> Decision {
+        self.offline_session_answer()
+    }
+
+    /// Never a refusal: a key login passes (mqseal authenticates); otherwise no
+    /// opinion, and the mechanism that authenticates decides.
+    fn offline_session_answer(&self) -> Decision {
+        match self.config.auth {
+            AuthMode::Key => Decision::Allow,
+            AuthMode::Defer | AuthMode::None => Decision::Defer,
         }
     }
 
