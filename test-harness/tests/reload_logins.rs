@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use test_harness::clients::OwnClient;
 use test_harness::mqtt_wire::{connack_code_with, connect_persistent};
-use test_harness::{Broker, Fleet};
+use test_harness::{Broker, BrokerConfig, Fleet};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// The bound for disconnecting a device that lost its rights.
@@ -92,8 +92,12 @@ fn sighup_and_wait(broker: &Broker, needle: &str, n: usize) -> Instant {
     at
 }
 
+fn key_login_config(fleet: &Fleet) -> BrokerConfig {
+    fleet.broker_config("allow").option("auth", "key").option("state_dir", "{dir}")
+}
+
 fn key_login_broker(fleet: &Fleet) -> Broker {
-    Broker::start(fleet.broker_config("allow").option("auth", "key").option("state_dir", "{dir}"))
+    Broker::start(key_login_config(fleet))
 }
 
 #[test]
@@ -212,13 +216,21 @@ fn leave_an_expiring_session(broker: &Broker, fleet: &Fleet, id: &str, expiry_s:
     assert!(out.status.success(), "{id} subscribes: {}\n{}", String::from_utf8_lossy(&out.stderr), broker.log());
 }
 
+/// Stops a broker run under memcheck: a clean exit, and no memory errors.
+fn assert_stops_without_memory_errors(mut broker: Broker) {
+    let status = broker.stop().expect("the broker was running");
+    assert!(status.success(), "{status:?}\n{}", broker.log());
+    let (errors, report) = broker.memcheck_errors();
+    assert_eq!(errors, 0, "memcheck found errors in the broker:\n{report}");
+}
+
 #[test]
 fn offline_sessions_rechecked_on_sighup_expire_and_resume_without_the_broker_touching_freed_memory() {
     // Before mqseal passed offline sessions' re-checks, Mosquitto 2.0 put a
     // refused offline session on its expiry list a second time; valgrind then
     // reported some 30 invalid reads and writes of freed memory at its expiry.
     let fleet = fleet_of(3);
-    let mut broker = Broker::start(fleet.broker_config("allow").option("auth", "key").option("state_dir", "{dir}").under_memcheck());
+    let broker = Broker::start(key_login_config(&fleet).under_memcheck());
     let mut alive = connect_all(&fleet, &broker, 1);
     let (expiring, resuming) = (device(1), device(2));
     leave_an_expiring_session(&broker, &fleet, &expiring, 2);
@@ -238,10 +250,7 @@ fn offline_sessions_rechecked_on_sighup_expire_and_resume_without_the_broker_tou
     }
     assert_all_deliver(&mut alive, "after the expiries", &broker);
     drop(alive);
-    let status = broker.stop().expect("the broker was running");
-    assert!(status.success(), "{status:?}\n{}", broker.log());
-    let (errors, report) = broker.memcheck_errors();
-    assert_eq!(errors, 0, "memcheck found errors in the broker:\n{report}");
+    assert_stops_without_memory_errors(broker);
 }
 
 #[test]
@@ -250,13 +259,7 @@ fn sessions_restored_from_persistence_pass_reload_rechecks_without_the_broker_to
     // holds the saved sessions without their passwords and re-checks them on
     // every SIGHUP; refused, 2.0 put them on its expiry list once more each time.
     let fleet = fleet_of(2);
-    let config = fleet
-        .broker_config("allow")
-        .option("auth", "key")
-        .option("state_dir", "{dir}")
-        .line("persistence true")
-        .line("persistence_location {dir}/")
-        .under_memcheck();
+    let config = key_login_config(&fleet).line("persistence true").line("persistence_location {dir}/").under_memcheck();
     let mut broker = Broker::start(config);
     let id = device(1);
     leave_an_expiring_session(&broker, &fleet, &id, 600);
@@ -276,8 +279,5 @@ fn sessions_restored_from_persistence_pass_reload_rechecks_without_the_broker_to
     assert!(broker.wait_for_log(&expired, Duration::from_secs(30)), "the session never expired\n{}", broker.log());
     assert_all_deliver(&mut alive, "after the expiry", &broker);
     drop(alive);
-    let status = broker.stop().expect("the broker was running");
-    assert!(status.success(), "{status:?}\n{}", broker.log());
-    let (errors, report) = broker.memcheck_errors();
-    assert_eq!(errors, 0, "memcheck found errors in the broker:\n{report}");
+    assert_stops_without_memory_errors(broker);
 }
