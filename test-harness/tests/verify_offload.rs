@@ -63,6 +63,13 @@ fn subscriber(broker: &Broker, id: &str, client_id: &str, filter: &str) -> OwnCl
     client
 }
 
+/// Publishes each envelope on `topic` at QoS 0, in order.
+fn publish_each<'a>(client: &mut OwnClient, topic: &str, envelopes: impl IntoIterator<Item = &'a Vec<u8>>) {
+    for envelope in envelopes {
+        client.publish(topic, 0, false, envelope).expect("publish");
+    }
+}
+
 /// Receives until `n` messages came or nothing more comes for `quiet`.
 fn receive(client: &mut OwnClient, n: usize, quiet: Duration) -> Vec<Received> {
     let mut got = Vec::new();
@@ -109,9 +116,7 @@ fn offloaded_publishes_arrive_once_each_in_each_publishers_order_and_are_audited
             sent.insert(topic.clone(), envelopes.clone());
             let mut client = connect(&broker, id, &format!("{id}-pub"));
             std::thread::spawn(move || {
-                for envelope in &envelopes {
-                    client.publish(&topic, 0, false, envelope).expect("publish");
-                }
+                publish_each(&mut client, &topic, &envelopes);
                 client
             })
         })
@@ -227,9 +232,7 @@ fn the_copies_pass_each_subscribers_delivery_check() {
     let mut eve = subscriber(&broker, "eve", "eve-all", "#");
     let mut bob = subscriber(&broker, "bob", "bob-sub", "sensors/#");
     let mut alice = connect(&broker, "alice", "alice-pub");
-    for envelope in seal_many(&fleet, "alice", "sensors/t", 20) {
-        alice.publish("sensors/t", 0, false, &envelope).expect("publish");
-    }
+    publish_each(&mut alice, "sensors/t", &seal_many(&fleet, "alice", "sensors/t", 20));
     assert_eq!(receive(&mut bob, 20, WAIT).len(), 20);
     // The sentinel: an unprotected message eve may read comes, and nothing before it.
     mosquitto_pub(broker.port(), &["-u", "alice", "-i", "alice-plain", "-t", "lobby/hello", "-m", "hi"]);
@@ -286,9 +289,7 @@ fn difference_none_for_qos1_publishes_they_keep_their_synchronous_answer() {
     let envelopes = seal_many(&fleet, "alice", "sensors/t", 61);
     // QoS 0 publishes in flight, then a QoS 1 one with the next sequence number:
     // the QoS 0 ones are settled first, so none is lost as a replay.
-    for envelope in &envelopes[..60] {
-        alice.publish("sensors/t", 0, false, envelope).expect("publish");
-    }
+    publish_each(&mut alice, "sensors/t", &envelopes[..60]);
     alice.publish("sensors/t", 1, false, &envelopes[60]).expect("PUBACK");
     let got = receive(&mut bob, 61, Duration::from_secs(3));
     // Which envelope each message is, by its index in `envelopes`.
@@ -327,9 +328,7 @@ fn off_means_every_publish_is_verified_on_the_broker_thread() {
     let mut broker = Broker::start(offloading(&fleet, "off"));
     let mut bob = subscriber(&broker, "bob", "bob-sub", "sensors/#");
     let mut alice = connect(&broker, "alice", "alice-pub");
-    for envelope in seal_many(&fleet, "alice", "sensors/t", 30) {
-        alice.publish("sensors/t", 0, false, &envelope).expect("publish");
-    }
+    publish_each(&mut alice, "sensors/t", &seal_many(&fleet, "alice", "sensors/t", 30));
     assert_eq!(receive(&mut bob, 30, WAIT).len(), 30);
     assert_eq!(verified_on_workers(&mut broker), 0);
 }
@@ -352,9 +351,7 @@ fn max_queued_messages_0_does_not_get_offloaded_publishers_disconnected() {
     let mut bob = subscriber(&broker, "bob", "bob-sub", "sensors/#");
     let mut alice = connect(&broker, "alice", "alice-pub");
     let envelopes = seal_many(&fleet, "alice", "sensors/t", 20);
-    for envelope in &envelopes {
-        alice.publish("sensors/t", 0, false, envelope).expect("publish");
-    }
+    publish_each(&mut alice, "sensors/t", &envelopes);
     assert_eq!(receive(&mut bob, 20, WAIT).len(), 20, "every publish delivered");
     assert!(alice.wait_disconnected(Duration::from_millis(300)).is_err(), "alice was disconnected:\n{}", broker.log());
     let on_workers = verified_on_workers(&mut broker);
@@ -373,9 +370,7 @@ fn max_queued_messages_as_a_number_keeps_the_worker_path_on_2_0_too() {
     let mut broker = Broker::start(offloading(&fleet, "1").line("max_queued_messages 5000"));
     let mut bob = subscriber(&broker, "bob", "bob-sub", "sensors/#");
     let mut alice = connect(&broker, "alice", "alice-pub");
-    for envelope in seal_many(&fleet, "alice", "sensors/t", 5) {
-        alice.publish("sensors/t", 0, false, &envelope).expect("publish");
-    }
+    publish_each(&mut alice, "sensors/t", &seal_many(&fleet, "alice", "sensors/t", 5));
     assert_eq!(receive(&mut bob, 5, WAIT).len(), 5);
     assert_eq!(verified_on_workers(&mut broker), 5);
 }
@@ -387,9 +382,7 @@ fn after_a_sighup_that_revokes_the_publisher_its_publishes_are_refused_with_the_
     let mut bob = subscriber(&broker, "bob", "bob-sub", "sensors/#");
     let mut alice = connect(&broker, "alice", "alice-pub");
     let before = seal_many(&fleet, "alice", "sensors/t", 5);
-    for envelope in &before {
-        alice.publish("sensors/t", 0, false, envelope).expect("publish");
-    }
+    publish_each(&mut alice, "sensors/t", &before);
     assert_eq!(receive(&mut bob, 5, WAIT).len(), 5, "delivered before the reload");
     // alice keeps her device (and her login) but loses her role.
     fleet.remove_member("sensors", "alice");
@@ -400,9 +393,7 @@ fn after_a_sighup_that_revokes_the_publisher_its_publishes_are_refused_with_the_
     // Losing rights closes her connection (a kick by username); then she comes back.
     alice.wait_disconnected(WAIT).expect("alice is disconnected for losing her role");
     let mut again = connect(&broker, "alice", "alice-again");
-    for envelope in &after {
-        again.publish("sensors/t", 0, false, envelope).expect("publish");
-    }
+    publish_each(&mut again, "sensors/t", &after);
     // Every one refused (QoS 0: the broker tells alice nothing)...
     let refusals = || broker.log().matches("denied PUBLISH from client 'alice-again' on 'sensors/t': not-a-publisher").count();
     assert!(test_harness::wait::wait_until(WAIT, || refusals() == 3), "{} refused:\n{}", refusals(), broker.log());
