@@ -18,6 +18,18 @@ fn device(root: &Path, id: &str, alg: SignAlg) -> (Identity, KxSecret) {
     (dir.identity().clone(), dir.kx_secret().unwrap())
 }
 
+/// A realm in `root/realm` with one Ed25519 device, alice, a `pubsub` member
+/// of group g1 (`g1/#`): its directory, the open realm, and alice's kx secret.
+fn realm_with_alice_in_g1(root: &Path) -> (std::path::PathBuf, Realm, KxSecret) {
+    let dir = root.join("realm");
+    let (alice, alice_kx) = device(root, "alice", SignAlg::Ed25519);
+    let mut realm = Realm::init(&dir).unwrap();
+    realm.add_device(alice, None).unwrap();
+    realm.create_group("g1", &["g1/#".into()], 60, T0).unwrap();
+    realm.add_member("g1", "alice", Role::PubSub, T0).unwrap();
+    (dir, realm, alice_kx)
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -178,12 +190,7 @@ fn concurrent_commands_are_refused_and_init_does_not_overwrite() {
 #[test]
 fn crash_between_key_file_and_realm_file_is_tolerated() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("realm");
-    let (alice, alice_kx) = device(tmp.path(), "alice", SignAlg::Ed25519);
-    let mut realm = Realm::init(&dir).unwrap();
-    realm.add_device(alice, None).unwrap();
-    realm.create_group("g1", &["g1/#".into()], 60, T0).unwrap();
-    realm.add_member("g1", "alice", Role::PubSub, T0).unwrap();
+    let (dir, mut realm, alice_kx) = realm_with_alice_in_g1(tmp.path());
     let authority = realm.authority_public();
     let before = Bundle::from_signed(&realm.export_bundle("alice", T0).unwrap(), &authority, "x").unwrap();
     let old_realm_json = std::fs::read(dir.join("realm.json")).unwrap();
@@ -203,12 +210,7 @@ fn crash_between_key_file_and_realm_file_is_tolerated() {
 #[test]
 fn a_realm_file_with_a_bad_role_is_refused_with_the_member_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("realm");
-    let (alice, _) = device(tmp.path(), "alice", SignAlg::Ed25519);
-    let mut realm = Realm::init(&dir).unwrap();
-    realm.add_device(alice, None).unwrap();
-    realm.create_group("g1", &["g1/#".into()], 60, T0).unwrap();
-    realm.add_member("g1", "alice", Role::PubSub, T0).unwrap();
+    let (dir, realm, _) = realm_with_alice_in_g1(tmp.path());
     drop(realm);
     let realm_json = dir.join("realm.json");
     let text = std::fs::read_to_string(&realm_json).unwrap();
